@@ -1,0 +1,74 @@
+"""The architecture contract [pymtl].
+
+An architecture is an ``nn.Module`` with one forward contract, ``forward(x) -> {task: output}``,
+plus declared ways for the training step to reach
+
+* its **shared parameters** θ_s (what gradient balancers take per-task gradients of),
+* each task's **specific parameters** θ_t (scaled by the balancer's ``s_t``), and
+* its **shared representation** Z (what representation-level balancers such as MGDA-UB and
+  feature distillation hook into): :meth:`encode` returns Z and :meth:`decode` maps Z to the
+  task outputs, so ``forward(x) == decode(encode(x))``.
+
+Architectures whose tasks never share one activation (one network per task, cross-stitch)
+set ``has_shared_representation = False`` and override :meth:`forward` only.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Iterator, Sequence
+from typing import Any, ClassVar
+
+from torch import Tensor, nn
+
+from pymtl.balancers.base import check_tasks
+from pymtl.component import Component
+
+__all__ = ["Architecture"]
+
+
+class Architecture(Component, nn.Module):
+    """Base class of multi-task networks.
+
+    Subclasses set ``name`` and ``Config``, take ``tasks`` first in ``__init__`` followed by
+    their ``Config`` fields as keyword arguments, and implement :meth:`shared_parameters`,
+    :meth:`task_parameters` and either :meth:`encode` + :meth:`decode` or :meth:`forward`.
+    """
+
+    kind: ClassVar[str] = "architecture"
+    has_shared_representation: ClassVar[bool] = True
+
+    def __init__(self, tasks: Sequence[str]) -> None:
+        super().__init__()
+        self.tasks = check_tasks(tasks, where=f"architecture {self.name!r}")
+
+    @classmethod
+    def from_config(cls, config: Any, *, tasks: Sequence[str]) -> Architecture:
+        """Build from a ``Config`` instance for the given task names."""
+        return cls(tasks, **cls.config_fields(config))
+
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        """Predictions for every task, keyed by task name: ``decode(encode(x))``."""
+        return self.decode(self.encode(x))
+
+    def encode(self, x: Tensor) -> Tensor:
+        """The shared representation Z of a batch ``x``."""
+        raise NotImplementedError(
+            f"architecture {self.name!r} has no single shared representation "
+            "(has_shared_representation is False)"
+        )
+
+    def decode(self, z: Tensor) -> dict[str, Tensor]:
+        """Task outputs from the shared representation ``z``."""
+        raise NotImplementedError(
+            f"architecture {self.name!r} has no single shared representation "
+            "(has_shared_representation is False)"
+        )
+
+    @abstractmethod
+    def shared_parameters(self) -> Iterator[nn.Parameter]:
+        """Parameters used by more than one task (θ_s)."""
+
+    @abstractmethod
+    def task_parameters(self, task: str) -> Iterator[nn.Parameter]:
+        """Parameters used by ``task`` alone (θ_t)."""

@@ -1,0 +1,143 @@
+"""The balancer contract (SPEC-methods §0.1) [pymtl].
+
+A balancer maps the per-task losses ``L ∈ R^T`` — and, when it declares so in ``needs``, the
+Gram matrix ``G = J Jᵀ`` or the Jacobian ``J`` of the per-task gradients — to :class:`Weights`:
+
+* ``shared`` (``w ∈ R^T``): the shared parameters are updated along ``d = Jᵀ w = Σ_t w_t g_t``;
+* ``task`` (``s ∈ R^T``): task t's own parameters receive ``s_t ∇_{θ_t} L_t``;
+* ``aux_loss``: an optional loss on the balancer's own parameters (uncertainty weighting, ...).
+
+Scale convention "sum": equal weighting is ``w = s = 1``.
+
+Balancers are narrow and pure: they never own the model, never call ``backward`` and never
+write ``.grad``; the training step computes exactly what ``needs`` asks for, once, and applies
+the weights. Learnable or historical state is a parameter or buffer of the module, so it is in
+``state_dict()`` and in checkpoints.
+"""
+
+from __future__ import annotations
+
+import enum
+from abc import abstractmethod
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import attrs
+from torch import Tensor, nn
+
+from pymtl.component import Component
+
+__all__ = ["Balancer", "Needs", "Weights", "check_tasks", "constant_weights"]
+
+
+class Needs(enum.Enum):
+    """What a balancer needs from the training step, besides the losses."""
+
+    LOSSES = "losses"
+    """The per-task losses only: the step does one backward of ``Σ_t w_t L_t``."""
+    GRAM = "gram"
+    """``G = J Jᵀ`` [T, T] of the per-task gradients of the shared parameters."""
+    JACOBIAN = "jacobian"
+    """``J`` [T, P] itself (element-wise methods)."""
+    REPRESENTATION_GRAM = "representation_gram"
+    """``G_Z`` [T, T] of the per-task gradients of the shared representation Z."""
+    REPRESENTATION_JACOBIAN = "representation_jacobian"
+    """``J_Z`` [T, |Z|] of the per-task gradients of the shared representation Z."""
+
+
+@attrs.frozen(eq=False)
+class Weights:
+    """A balancer's answer for one step.
+
+    Attributes:
+        shared: ``w`` [T], weights of the per-task gradients of the shared parameters.
+        task: ``s`` [T], weights of each task's gradient of its own parameters.
+        aux_loss: scalar loss on the balancer's own parameters, or ``None``.
+    """
+
+    shared: Tensor
+    task: Tensor
+    aux_loss: Tensor | None = None
+
+
+def check_tasks(tasks: Sequence[str], *, where: str) -> tuple[str, ...]:
+    """Validate a task list (non-empty, unique names) and return it as a tuple."""
+    tasks = tuple(tasks)
+    if not tasks:
+        raise ValueError(f"{where}: needs at least one task (got none)")
+    dupes = sorted({t for t in tasks if tasks.count(t) > 1})
+    if dupes:
+        raise ValueError(f"{where}: task names must be unique (got {', '.join(dupes)} twice)")
+    return tasks
+
+
+class Balancer(Component, nn.Module):
+    """Base class of loss-balancing and gradient-aggregation methods.
+
+    Subclasses set ``name``, ``Config`` and ``needs``, take ``tasks`` first in ``__init__``
+    followed by their ``Config`` fields as keyword arguments, and implement :meth:`compute`.
+    Call the module (``balancer(losses, gram=G)``): inputs are validated, then
+    :meth:`compute` runs.
+    """
+
+    kind: ClassVar[str] = "balancer"
+    needs: ClassVar[Needs] = Needs.LOSSES
+
+    def __init__(self, tasks: Sequence[str]) -> None:
+        super().__init__()
+        self.tasks = check_tasks(tasks, where=f"balancer {self.name!r}")
+
+    @classmethod
+    def from_config(cls, config: Any, *, tasks: Sequence[str]) -> Balancer:
+        """Build from a ``Config`` instance for the given task names."""
+        return cls(tasks, **cls.config_fields(config))
+
+    @property
+    def num_tasks(self) -> int:
+        return len(self.tasks)
+
+    def forward(
+        self, losses: Tensor, *, gram: Tensor | None = None, jacobian: Tensor | None = None
+    ) -> Weights:
+        """Validate the inputs against ``needs`` and return :meth:`compute`'s weights.
+
+        Args:
+            losses: [T] per-task losses, in the order of ``self.tasks``.
+            gram: [T, T] Gram matrix, when ``needs`` is a Gram.
+            jacobian: [T, P] Jacobian, when ``needs`` is a Jacobian.
+        """
+        self._check(losses, gram, jacobian)
+        return self.compute(losses, gram=gram, jacobian=jacobian)
+
+    @abstractmethod
+    def compute(
+        self, losses: Tensor, *, gram: Tensor | None, jacobian: Tensor | None
+    ) -> Weights:
+        """Map validated inputs to :class:`Weights`."""
+
+    def _check(self, losses: Tensor, gram: Tensor | None, jacobian: Tensor | None) -> None:
+        T = self.num_tasks
+        where = f"balancer {self.name!r}"
+        if not (isinstance(losses, Tensor) and losses.shape == (T,)):
+            got = tuple(losses.shape) if isinstance(losses, Tensor) else type(losses).__name__
+            raise ValueError(f"{where}: losses must have shape ({T},) for tasks {self.tasks}, got {got}")
+        if not losses.is_floating_point():
+            raise ValueError(f"{where}: losses must be floating point, got {losses.dtype}")
+        wants_gram = self.needs in (Needs.GRAM, Needs.REPRESENTATION_GRAM)
+        wants_jac = self.needs in (Needs.JACOBIAN, Needs.REPRESENTATION_JACOBIAN)
+        if wants_gram and (gram is None or gram.shape != (T, T)):
+            got = "None" if gram is None else str(tuple(gram.shape))
+            raise ValueError(f"{where}: needs gram of shape ({T}, {T}), got {got}")
+        if wants_jac and (jacobian is None or jacobian.dim() != 2 or jacobian.shape[0] != T):
+            got = "None" if jacobian is None else str(tuple(jacobian.shape))
+            raise ValueError(f"{where}: needs jacobian of shape ({T}, P), got {got}")
+
+    def extra_repr(self) -> str:
+        return f"tasks={self.tasks}"
+
+
+def constant_weights(values: Tensor, like: Tensor) -> Weights:
+    """``w = s = values`` on ``like``'s device and dtype (losses-only weighting)."""
+    w = values.to(device=like.device, dtype=like.dtype)
+    return Weights(shared=w, task=w)
+
