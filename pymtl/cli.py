@@ -23,7 +23,12 @@ __all__ = ["main", "run_options"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-_SECTION_FLAGS = {"arch": "arch", "balancer": "balancer", "distill": "distill", "dataset": "dataset"}
+_SECTION_FLAGS = {
+    "arch": "arch",
+    "balancer": "balancer",
+    "distill": "distill",
+    "dataset": "dataset",
+}
 
 
 class _Group(click.Group):
@@ -52,8 +57,14 @@ def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> 
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--version", is_flag=True, expose_value=False, is_eager=True,
-              callback=_print_version, help="Show the version, torch's, and which ops are compiled.")
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_print_version,
+    help="Show the version, torch's, and which ops are compiled.",
+)
 def main() -> None:
     """pymtl: multi-task learning for dense prediction, with plugins."""
 
@@ -90,11 +101,20 @@ def plugins_listing(registry: Any, fmt: str, kind: str | None = None) -> str:
 
 
 @main.command("plugins")
-@click.option("--format", "fmt", type=click.Choice(["table", "json", "markdown"]),
-              default="table", show_default=True, help="Output format.")
-@click.option("--kind", type=click.Choice(["architecture", "balancer", "distillation_loss",
-                                           "dataset"]),
-              default=None, help="List one kind only.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json", "markdown"]),
+    default="table",
+    show_default=True,
+    help="Output format.",
+)
+@click.option(
+    "--kind",
+    type=click.Choice(["architecture", "balancer", "distillation_loss", "dataset"]),
+    default=None,
+    help="List one kind only.",
+)
 def plugins_cmd(fmt: str, kind: str | None) -> None:
     """List every registered component: kind, name, distribution, version, description.
 
@@ -116,10 +136,20 @@ def plugins_cmd(fmt: str, kind: str | None) -> None:
 def run_options(f: F) -> F:
     """The options every command that builds a run accepts (config file, overrides, components)."""
     options = [
-        click.option("--config", "-c", "config_path", type=click.Path(dir_okay=False, path_type=Path),
-                     help="TOML run configuration."),
-        click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-                     help="Override one key, e.g. --set balancer.weights.seg=2 (repeatable)."),
+        click.option(
+            "--config",
+            "-c",
+            "config_path",
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="TOML run configuration.",
+        ),
+        click.option(
+            "--set",
+            "overrides",
+            multiple=True,
+            metavar="KEY=VALUE",
+            help="Override one key, e.g. --set balancer.weights.seg=2 (repeatable).",
+        ),
         click.option("--dataset", default=None, help="Dataset name (a registered component)."),
         click.option("--arch", default=None, help="Architecture name."),
         click.option("--balancer", default=None, help="Balancer name."),
@@ -136,13 +166,18 @@ def resolve_run(registry: Any, opts: dict[str, Any]) -> Any:
 
     path = opts.pop("config_path")
     doc = load_document(path) if path is not None else {}
-    flags = [f"{section}.name={json.dumps(opts[flag])}"
-             for flag, section in _SECTION_FLAGS.items() if opts.get(flag) is not None]
-    flags += [f"{key}={json.dumps(opts[key])}" for key in ("seed", "device")
-              if opts.get(key) is not None]
+    flags = [
+        f"{section}.name={json.dumps(opts[flag])}"
+        for flag, section in _SECTION_FLAGS.items()
+        if opts.get(flag) is not None
+    ]
+    flags += [
+        f"{key}={json.dumps(opts[key])}" for key in ("seed", "device") if opts.get(key) is not None
+    ]
     # flags first, then --set: an explicit --set wins over a shortcut flag
-    return resolve_config(doc, registry, overrides=[*flags, *opts["overrides"]],
-                          source=str(path or ""))
+    return resolve_config(
+        doc, registry, overrides=[*flags, *opts["overrides"]], source=str(path or "")
+    )
 
 
 @main.command("config")

@@ -36,7 +36,7 @@ class Component(ABC):
 
     @classmethod
     def config_fields(cls, config: Any) -> dict[str, Any]:
-        """The fields of ``config`` as keyword arguments, checked to be an instance of ``Config``."""
+        """``config``'s fields as keyword arguments, checked to be an instance of ``Config``."""
         if not isinstance(config, cls.Config):
             raise TypeError(
                 f"{cls.kind} {cls.name!r}: expected a {cls.__name__}.Config, "

@@ -36,7 +36,6 @@ from cattrs.errors import (
     ClassValidationError,
     ForbiddenExtraKeysError,
     IterableValidationError,
-    IterableValidationNote,
 )
 
 from pymtl.errors import ConfigError, UnknownComponentError
@@ -151,11 +150,7 @@ def _converter(registry: Registry) -> cattrs.Converter:
         if "name" not in data:
             raise KeyError("name")
         rest = {k: v for k, v in data.items() if k != "name"}
-        try:
-            component = registry.get(cls.kind, data["name"])
-        except UnknownComponentError as exc:
-            exc.add_note("@name")
-            raise
+        component = registry.get(cls.kind, data["name"])
         options = conv.structure(rest, component.Config)
         return cls(name=data["name"], options=options)
 
@@ -171,30 +166,38 @@ def _converter(registry: Registry) -> cattrs.Converter:
     return conv
 
 
-def _messages(exc: BaseException, path: str) -> Iterator[str]:
+def _type_name(t: Any) -> str:
+    return t.__name__ if isinstance(t, type) else str(t).replace("typing.", "")
+
+
+def _messages(exc: BaseException, path: str, expected: Any = None) -> Iterator[str]:
     """Flatten a cattrs error tree into 'what (got, expected) @ $.path' lines."""
     if isinstance(exc, ForbiddenExtraKeysError):
         allowed = [f.name for f in attrs.fields(exc.cl)] if attrs.has(exc.cl) else []
         for key in sorted(exc.extra_fields):
             close = difflib.get_close_matches(key, allowed, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
-            expected = ", ".join(allowed) if allowed else "no keys"
+            expected = ", ".join(allowed) if allowed else "no other keys"
             yield f"unknown key {key!r} @ {path}.{key}{hint} (expected: {expected})"
     elif isinstance(exc, (ClassValidationError, IterableValidationError)):
         with_notes, without = exc.group_exceptions()
         for sub, note in with_notes:
             if isinstance(note, AttributeValidationNote):
-                yield from _messages(sub, f"{path}.{note.name}")
-            elif isinstance(note, IterableValidationNote):
+                yield from _messages(sub, f"{path}.{note.name}", note.type)
+            else:  # IterableValidationNote
                 yield from _messages(sub, f"{path}[{note.index!r}]")
-            else:
-                yield from _messages(sub, path)
         for sub in without:
             yield from _messages(sub, path)
     elif isinstance(exc, UnknownComponentError):
         yield f"{exc} @ {path}.name"
     elif isinstance(exc, KeyError):
         yield f"missing required key {exc.args[0]!r} @ {path}.{exc.args[0]}"
+    elif (
+        expected is not None
+        and isinstance(exc, (TypeError, ValueError))
+        and not str(exc).startswith("'")
+    ):
+        yield f"invalid value @ {path}: {exc} (expected {_type_name(expected)})"
     else:
         yield f"{exc} @ {path}"
 
@@ -264,8 +267,20 @@ def _deep_copy(doc: Mapping[str, Any]) -> dict[str, Any]:
 def resolve_config(
     doc: Mapping[str, Any], registry: Registry, *, overrides: Iterable[str] = (), source: str = ""
 ) -> RunConfig:
-    """Apply ``overrides`` to ``doc`` and structure it into a :class:`RunConfig`."""
-    return _structure(apply_overrides(doc, overrides), registry, source)
+    """Apply ``overrides`` to ``doc`` and structure it into a :class:`RunConfig`.
+
+    A component section given without a ``name`` (``--set balancer.x=1`` alone) refers to the
+    default component of that section.
+    """
+    doc = apply_overrides(doc, overrides)
+    for field in attrs.fields(RunConfig):
+        default: Any = field.default
+        if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
+            default = default.factory()
+        section = doc.get(field.name)
+        if isinstance(default, ComponentSection) and isinstance(section, dict):
+            section.setdefault("name", default.name)
+    return _structure(doc, registry, source)
 
 
 def load_config(
@@ -278,7 +293,8 @@ def load_config(
 
 def to_document(config: RunConfig, registry: Registry) -> dict[str, Any]:
     """The plain-dict form of ``config`` (``None`` values left out: TOML has no null)."""
-    return _drop_none(_converter(registry).unstructure(config))
+    doc: dict[str, Any] = _drop_none(_converter(registry).unstructure(config))
+    return doc
 
 
 def _drop_none(value: Any) -> Any:

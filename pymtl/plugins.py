@@ -34,8 +34,8 @@ from pymtl.errors import PluginError, UnknownComponentError
 
 __all__ = [
     "BUILTIN_PLUGINS",
-    "ENV_DISABLE_AUTOLOAD",
     "ENV_DISABLED_PLUGINS",
+    "ENV_DISABLE_AUTOLOAD",
     "KINDS",
     "Entry",
     "LoadFailure",
@@ -138,14 +138,16 @@ class Registry:
         close = difflib.get_close_matches(name, list(table), n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         available = ", ".join(sorted(table)) or "(none registered)"
-        msg = f"unknown {kind} {name!r}{hint} available: {available}"
+        msg = f"unknown {kind} {name!r}{hint} (available: {available})"
         if self.failures:
             msg += "; plugins that failed to load: " + "; ".join(map(str, self.failures))
         raise UnknownComponentError(msg)
 
     def _table(self, kind: str) -> dict[str, Entry]:
         if kind not in self.components:
-            raise ValueError(f"unknown component kind {kind!r}; expected one of {', '.join(_KIND_BY_NAME)}")
+            raise ValueError(
+                f"unknown component kind {kind!r}; expected one of {', '.join(_KIND_BY_NAME)}"
+            )
         return self.components[kind]
 
 
@@ -162,8 +164,10 @@ _HOOK_NAMES = tuple(k.hook for k in KINDS)
 def _unknown_hooks(pm: pluggy.PluginManager, plugin: object) -> list[str]:
     """Hook implementations of ``plugin`` whose name is no pymtl hook (a typo, usually)."""
     return [
-        attr for attr in dir(plugin)
-        if attr.startswith("pymtl_") and attr not in _HOOK_NAMES
+        attr
+        for attr in dir(plugin)
+        if attr.startswith("pymtl_")
+        and attr not in _HOOK_NAMES
         and pm.parse_hookimpl_opts(plugin, attr) is not None
     ]
 
@@ -179,8 +183,14 @@ def _load_entry_points(
             continue
         if pm.has_plugin(ep.name):
             other = sources.get(ep.name, ("?", "?"))
-            failures.append(LoadFailure(ep.name, dist, version,
-                                        f"entry-point name already taken by {other[0]} {other[1]}"))
+            failures.append(
+                LoadFailure(
+                    ep.name,
+                    dist,
+                    version,
+                    f"entry-point name already taken by {other[0]} {other[1]}",
+                )
+            )
             continue
         try:
             plugin = ep.load()
@@ -209,7 +219,9 @@ def _collect(
                 classes = impl.function()
                 entries = _validated(kind, classes, plugin, dist, version)
             except Exception as exc:
-                failures.append(LoadFailure(plugin, dist, version, f"{kind.hook}: {type(exc).__name__}: {exc}"))
+                failures.append(
+                    LoadFailure(plugin, dist, version, f"{kind.hook}: {type(exc).__name__}: {exc}")
+                )
                 continue
             for entry in entries:
                 if entry.name in components[kind.name]:

@@ -110,9 +110,7 @@ class Balancer(Component, nn.Module):
         return self.compute(losses, gram=gram, jacobian=jacobian)
 
     @abstractmethod
-    def compute(
-        self, losses: Tensor, *, gram: Tensor | None, jacobian: Tensor | None
-    ) -> Weights:
+    def compute(self, losses: Tensor, *, gram: Tensor | None, jacobian: Tensor | None) -> Weights:
         """Map validated inputs to :class:`Weights`."""
 
     def _check(self, losses: Tensor, gram: Tensor | None, jacobian: Tensor | None) -> None:
@@ -120,17 +118,19 @@ class Balancer(Component, nn.Module):
         where = f"balancer {self.name!r}"
         if not (isinstance(losses, Tensor) and losses.shape == (T,)):
             got = tuple(losses.shape) if isinstance(losses, Tensor) else type(losses).__name__
-            raise ValueError(f"{where}: losses must have shape ({T},) for tasks {self.tasks}, got {got}")
+            raise ValueError(
+                f"{where}: losses must have shape ({T},) for tasks {self.tasks}, got {got}"
+            )
         if not losses.is_floating_point():
             raise ValueError(f"{where}: losses must be floating point, got {losses.dtype}")
         wants_gram = self.needs in (Needs.GRAM, Needs.REPRESENTATION_GRAM)
         wants_jac = self.needs in (Needs.JACOBIAN, Needs.REPRESENTATION_JACOBIAN)
         if wants_gram and (gram is None or gram.shape != (T, T)):
-            got = "None" if gram is None else str(tuple(gram.shape))
-            raise ValueError(f"{where}: needs gram of shape ({T}, {T}), got {got}")
+            shape = "None" if gram is None else str(tuple(gram.shape))
+            raise ValueError(f"{where}: needs gram of shape ({T}, {T}), got {shape}")
         if wants_jac and (jacobian is None or jacobian.dim() != 2 or jacobian.shape[0] != T):
-            got = "None" if jacobian is None else str(tuple(jacobian.shape))
-            raise ValueError(f"{where}: needs jacobian of shape ({T}, P), got {got}")
+            shape = "None" if jacobian is None else str(tuple(jacobian.shape))
+            raise ValueError(f"{where}: needs jacobian of shape ({T}, P), got {shape}")
 
     def extra_repr(self) -> str:
         return f"tasks={self.tasks}"
@@ -140,4 +140,3 @@ def constant_weights(values: Tensor, like: Tensor) -> Weights:
     """``w = s = values`` on ``like``'s device and dtype (losses-only weighting)."""
     w = values.to(device=like.device, dtype=like.dtype)
     return Weights(shared=w, task=w)
-

@@ -64,7 +64,10 @@ class FixedWeights(Balancer):
     needs = Needs.LOSSES
 
     def __init__(
-        self, tasks: Sequence[str], *, weights: Mapping[str, float] | None = None,
+        self,
+        tasks: Sequence[str],
+        *,
+        weights: Mapping[str, float] | None = None,
         default: float = 1.0,
     ) -> None:
         super().__init__(tasks)

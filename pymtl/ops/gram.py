@@ -38,7 +38,9 @@ def _check(J: object) -> None:
     if not isinstance(J, Tensor):
         raise OpError(f"gram: J must be a torch.Tensor [T, P], got {type(J).__name__}")
     if J.dim() != 2:
-        raise OpError(f"gram: J must be 2-D [T, P] (tasks × parameters), got shape {tuple(J.shape)}")
+        raise OpError(
+            f"gram: J must be 2-D [T, P] (tasks × parameters), got shape {tuple(J.shape)}"
+        )
     if J.dtype not in _DTYPES:
         raise OpError(
             f"gram: J must be float32 or float64, got {J.dtype} with shape {tuple(J.shape)}; "
@@ -70,8 +72,9 @@ def _gram_op(J: Tensor) -> Tensor:
         work = torch.empty((_C.gram_cuda_splits(P), T, T), dtype=torch.float64, device=J.device)
         with torch.cuda.device(J.device):
             stream = torch.cuda.current_stream(J.device).cuda_stream
-            getattr(_C, f"gram_cuda_{suffix}")(J.data_ptr(), T, P, ld, G.data_ptr(),
-                                               work.data_ptr(), stream)
+            getattr(_C, f"gram_cuda_{suffix}")(
+                J.data_ptr(), T, P, ld, G.data_ptr(), work.data_ptr(), stream
+            )
     else:
         getattr(_C, f"gram_cpu_{suffix}")(J.data_ptr(), T, P, ld, G.data_ptr())
     return G
@@ -84,7 +87,9 @@ def _(J: Tensor) -> Tensor:
     return J.new_empty((J.shape[0], J.shape[0]))
 
 
-def _setup_context(ctx: torch.autograd.function.FunctionCtx, inputs: tuple[Tensor], output: Tensor) -> None:
+def _setup_context(
+    ctx: torch.autograd.function.FunctionCtx, inputs: tuple[Tensor], output: Tensor
+) -> None:
     ctx.save_for_backward(inputs[0])
 
 
