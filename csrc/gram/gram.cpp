@@ -4,7 +4,7 @@
 // 4-row tiles (upper triangle only) is reduced in registers: kLanes independent accumulators
 // per row pair, in the input precision, vectorised by the compiler. Block results are added in
 // double to a per-thread T×T buffer; thread buffers are summed in thread order at the end, so
-// the result is deterministic for a given thread count.
+// the result is deterministic for a given thread count and clone (FMA or not: see PYMTL_CLONES).
 #include "gram/gram.h"
 
 #include <algorithm>
@@ -115,9 +115,42 @@ __attribute__((always_inline)) inline void gram_block(const S* J, int64_t T, int
   }
 }
 
+// On x86-64, three clones: AVX-512 (x86-64-v4), AVX2 + FMA (Haswell) and baseline, picked at
+// load time by the CPU that runs them. They are put on the work done inside the OpenMP region,
+// not on its caller: GCC outlines a parallel region into a function of its own, which does not
+// inherit the caller's target, so clones of gram_cpu_* would all run baseline (SSE2) code.
+#if defined(__x86_64__) && defined(__GNUC__)
+#define PYMTL_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=haswell", "default")))
+#else
+#define PYMTL_CLONES
+#endif
+
+// Adds the Gram of the column blocks [b0, b1) (kGramRun * kLanes columns each) to acc.
 template <typename S>
-__attribute__((always_inline)) inline void gram_impl(const S* J, int64_t T, int64_t P,
-                                                      int64_t ld, S* G) {
+__attribute__((always_inline)) inline void gram_blocks_impl(const S* J, int64_t T, int64_t P,
+                                                             int64_t ld, int64_t b0, int64_t b1,
+                                                             const S* zeros, double* acc) {
+  const int64_t block = kGramRun * kLanes<S>;
+  for (int64_t blk = b0; blk < b1; ++blk) {
+    const int64_t c0 = blk * block;
+    gram_block<S>(J, T, ld, c0, std::min(block, P - c0), zeros, acc);
+  }
+}
+
+PYMTL_CLONES
+void gram_blocks(const float* J, int64_t T, int64_t P, int64_t ld, int64_t b0, int64_t b1,
+                 const float* zeros, double* acc) {
+  gram_blocks_impl<float>(J, T, P, ld, b0, b1, zeros, acc);
+}
+
+PYMTL_CLONES
+void gram_blocks(const double* J, int64_t T, int64_t P, int64_t ld, int64_t b0, int64_t b1,
+                 const double* zeros, double* acc) {
+  gram_blocks_impl<double>(J, T, P, ld, b0, b1, zeros, acc);
+}
+
+template <typename S>
+void gram_impl(const S* J, int64_t T, int64_t P, int64_t ld, S* G) {
   PYMTL_CHECK(T >= 0 && P >= 0, "gram: negative size T=" << T << ", P=" << P);
   PYMTL_CHECK(T <= 1 || ld >= P, "gram: row stride " << ld << " is smaller than P=" << P);
   PYMTL_CHECK(T == 0 || (G != nullptr && (P == 0 || J != nullptr)), "gram: null pointer");
@@ -132,8 +165,7 @@ __attribute__((always_inline)) inline void gram_impl(const S* J, int64_t T, int6
     double* acc = partial.data() + static_cast<int64_t>(thread_id()) * T * T;
 #pragma omp for schedule(static)
     for (int64_t blk = 0; blk < nblocks; ++blk) {
-      const int64_t c0 = blk * block;
-      gram_block<S>(J, T, ld, c0, std::min(block, P - c0), zeros.data(), acc);
+      gram_blocks(J, T, P, ld, blk, blk + 1, zeros.data(), acc);
     }
   }
   for (int64_t r = 0; r < T; ++r) {
@@ -148,20 +180,10 @@ __attribute__((always_inline)) inline void gram_impl(const S* J, int64_t T, int6
 
 }  // namespace
 
-// On x86-64, three clones each: AVX-512 (x86-64-v4), AVX2 + FMA (Haswell) and baseline,
-// picked at load time by the CPU that runs them.
-#if defined(__x86_64__) && defined(__GNUC__)
-#define PYMTL_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=haswell", "default")))
-#else
-#define PYMTL_CLONES
-#endif
-
-PYMTL_CLONES
 void gram_cpu_f32(const float* J, int64_t T, int64_t P, int64_t ld, float* G) {
   gram_impl<float>(J, T, P, ld, G);
 }
 
-PYMTL_CLONES
 void gram_cpu_f64(const double* J, int64_t T, int64_t P, int64_t ld, double* G) {
   gram_impl<double>(J, T, P, ld, G);
 }

@@ -31,7 +31,10 @@ def gram_reference(J: Tensor) -> Tensor:
     Costs a fp64 copy of ``J``.
     """
     J64 = J.to(torch.float64)
-    return (J64 @ J64.mT).to(J.dtype)
+    G = J64 @ J64.mT
+    # A BLAS product is not exactly symmetric (entries differ in the last bits); the mean of G
+    # and Gᵀ is, since fp addition commutes.
+    return ((G + G.mT) / 2).to(J.dtype)
 
 
 def _check(J: object) -> None:
@@ -82,8 +85,9 @@ def _gram_op(J: Tensor) -> Tensor:
 
 @_gram_op.register_fake
 def _(J: Tensor) -> Tensor:
-    torch._check(J.dim() == 2, lambda: f"gram: J must be 2-D [T, P], got {J.dim()}-D")
-    torch._check(J.dtype in _DTYPES, lambda: f"gram: J must be float32 or float64, got {J.dtype}")
+    check = torch._check  # untyped in torch's stubs
+    check(J.dim() == 2, lambda: f"gram: J must be 2-D [T, P], got {J.dim()}-D")  # type: ignore[no-untyped-call]
+    check(J.dtype in _DTYPES, lambda: f"gram: J must be float32 or float64, got {J.dtype}")  # type: ignore[no-untyped-call]
     return J.new_empty((J.shape[0], J.shape[0]))
 
 
@@ -94,7 +98,7 @@ def _setup_context(
 
 
 def _backward(ctx: torch.autograd.function.FunctionCtx, grad_G: Tensor) -> Tensor:
-    (J,) = ctx.saved_tensors  # type: ignore[attr-defined]
+    J: Tensor = ctx.saved_tensors[0]  # type: ignore[attr-defined]
     return (grad_G + grad_G.mT) @ J
 
 
@@ -121,4 +125,5 @@ def gram(J: Tensor) -> Tensor:
                 [-1.,  2.]])
     """
     _check(J)
-    return _gram_op(J)
+    G: Tensor = _gram_op(J)
+    return G
