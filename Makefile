@@ -37,6 +37,7 @@ lint: setup-test
 	$(PY) -m ruff check pymtl tests bench plugins
 	$(PY) -m ruff format --check pymtl tests bench plugins
 	$(PY) -m mypy
+	$(PY) .ci/check_sizes.py
 
 bench: setup-test
 	$(PY) -m pytest bench --benchmark-only --benchmark-autosave

@@ -156,6 +156,8 @@ def run_options(f: F) -> F:
         click.option("--distill", default=None, help="Distillation loss name."),
         click.option("--seed", type=int, default=None, help="Random seed."),
         click.option("--device", default=None, help='Device, e.g. "cpu" or "cuda:0".'),
+        click.option("--print-config", is_flag=True,
+                     help="Print the fully resolved TOML configuration and exit."),
     ]
     return functools.reduce(lambda acc, opt: opt(acc), reversed(options), f)
 
@@ -164,6 +166,7 @@ def resolve_run(registry: Any, opts: dict[str, Any]) -> Any:
     """A :class:`pymtl.config.RunConfig` from the values of :func:`run_options`."""
     from pymtl.config import load_document, resolve_config
 
+    opts.pop("print_config", None)
     path = opts.pop("config_path")
     doc = load_document(path) if path is not None else {}
     flags = [
@@ -187,7 +190,8 @@ def config_cmd(**opts: Any) -> None:
 
     Reads --config, applies the component flags and every --set, checks the result against the
     registered components' options, and prints the fully resolved TOML: fed back with --config
-    it gives the same run.
+    it gives the same run. (Printing is what this command does, so --print-config changes
+    nothing here; the commands that run something stop after printing.)
     """
     from pymtl.config import dump_toml
     from pymtl.plugins import get_registry

@@ -103,3 +103,10 @@ def test_console_script():
         [script, "plugins", "--format", "json"], capture_output=True, text=True, check=True
     )
     assert any(r["name"] == "ew" for r in json.loads(out.stdout))
+
+
+def test_print_config_flag(run):
+    plain = run("config", "--balancer", "fixed")
+    flagged = run("config", "--balancer", "fixed", "--print-config")
+    assert flagged.exit_code == 0
+    assert flagged.output == plain.output
