@@ -156,8 +156,11 @@ def run_options(f: F) -> F:
         click.option("--distill", default=None, help="Distillation loss name."),
         click.option("--seed", type=int, default=None, help="Random seed."),
         click.option("--device", default=None, help='Device, e.g. "cpu" or "cuda:0".'),
-        click.option("--print-config", is_flag=True,
-                     help="Print the fully resolved TOML configuration and exit."),
+        click.option(
+            "--print-config",
+            is_flag=True,
+            help="Print the fully resolved TOML configuration and exit.",
+        ),
     ]
     return functools.reduce(lambda acc, opt: opt(acc), reversed(options), f)
 
