@@ -1,9 +1,11 @@
 """The dataset contract [pymtl].
 
 A dataset is a map-style ``torch.utils.data.Dataset`` whose items are dicts: ``"image"`` (a
-float tensor [3, H, W]) plus one target per task, keyed by task name, and optionally
-``"<task>.mask"`` booleans marking missing labels. It reports its task names and the split it
-holds. Options (paths, split, image size, ...) are fields of its ``Config``.
+float tensor [3, H, W]) plus one target per task, keyed by task name (one sample's slice of the
+layout its :class:`pymtl.tasks.Task` documents), and ``"<task>.mask"`` (a bool scalar, False
+where the sample has no label for that task) for tasks with missing labels. It declares its
+tasks, so a third-party dataset brings its own. Options (paths, split, image size, ...) are
+fields of its ``Config``.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from torch import Tensor
 from torch.utils.data import Dataset as TorchDataset
 
 from pymtl.component import Component
+from pymtl.tasks.base import Task
 
 __all__ = ["Dataset"]
 
@@ -35,8 +38,12 @@ class Dataset(Component, TorchDataset[dict[str, Tensor]]):
 
     @property
     @abstractmethod
-    def tasks(self) -> tuple[str, ...]:
-        """Names of the tasks every item carries a target for."""
+    def tasks(self) -> tuple[Task, ...]:
+        """The tasks every item carries a target for."""
+
+    @property
+    def task_names(self) -> tuple[str, ...]:
+        return tuple(t.name for t in self.tasks)
 
     @abstractmethod
     def __len__(self) -> int: ...

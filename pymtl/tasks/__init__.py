@@ -1,0 +1,27 @@
+"""Tasks: what a dataset's targets mean, how they are scored and how a head is sized."""
+
+from pymtl.tasks.base import (
+    ClassificationTask,
+    DepthTask,
+    EdgeTask,
+    MultiLabelTask,
+    NormalsTask,
+    PartsTask,
+    RegressionTask,
+    SaliencyTask,
+    SegmentationTask,
+    Task,
+)
+
+__all__ = [
+    "ClassificationTask",
+    "DepthTask",
+    "EdgeTask",
+    "MultiLabelTask",
+    "NormalsTask",
+    "PartsTask",
+    "RegressionTask",
+    "SaliencyTask",
+    "SegmentationTask",
+    "Task",
+]
