@@ -205,5 +205,117 @@ def config_cmd(**opts: Any) -> None:
     click.echo(dump_toml(resolve_run(registry, opts), registry), nl=False)
 
 
+# ---------------------------------------------------------------------------------------------
+# pymtl data
+
+
+@main.group("data")
+def data_cmd() -> None:
+    """Look at a dataset before training on it: preview montages and label statistics."""
+
+
+def dataset_options(f: F) -> F:
+    """DATASET plus the options that pick and configure it."""
+    options = [
+        click.argument("dataset"),
+        click.option("--split", default=None, help="Split to read (sets dataset.split)."),
+        click.option("--preset", default=None, help="A named configuration of the dataset."),
+        click.option(
+            "--config",
+            "-c",
+            "config_path",
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="TOML run configuration whose [dataset] section is used.",
+        ),
+        click.option(
+            "--set",
+            "overrides",
+            multiple=True,
+            metavar="KEY=VALUE",
+            help="Override a dataset option, e.g. --set dataset.image_size=128.",
+        ),
+    ]
+    return functools.reduce(lambda acc, opt: opt(acc), reversed(options), f)
+
+
+def build_dataset(registry: Any, opts: dict[str, Any]) -> Any:
+    """The dataset named by :func:`dataset_options`' values, built from its resolved Config."""
+    from pymtl.config import load_document, resolve_config
+
+    doc = load_document(opts["config_path"]) if opts["config_path"] is not None else {}
+    cls = registry.get("dataset", opts["dataset"])
+    section = dict(doc.get("dataset", {})) if isinstance(doc.get("dataset"), dict) else {}
+    if opts["preset"] is not None:
+        section = {**_preset(cls, opts["preset"]), **section}
+    if section.get("name", opts["dataset"]) != opts["dataset"]:
+        section = {}  # the file configures another dataset: its options do not apply
+    doc = {**doc, "dataset": {**section, "name": opts["dataset"]}}
+    split = [f"dataset.split={json.dumps(opts['split'])}"] if opts["split"] else []
+    run = resolve_config(
+        doc, registry, overrides=[*split, *opts["overrides"]], source=str(opts["config_path"] or "")
+    )
+    assert run.dataset is not None  # set above
+    return cls.from_config(run.dataset.options)
+
+
+def _preset(cls: Any, name: str) -> dict[str, Any]:
+    import cattrs
+
+    from pymtl.errors import ConfigError
+
+    presets = getattr(cls, "PRESETS", {})
+    if name not in presets:
+        raise ConfigError(
+            f"dataset {cls.name!r} has no preset {name!r} "
+            f"(available: {', '.join(sorted(presets)) or 'none'})"
+        )
+    doc: dict[str, Any] = cattrs.Converter().unstructure(presets[name])
+    return doc
+
+
+@data_cmd.command("preview")
+@dataset_options
+@click.option(
+    "-n", "--num", type=click.IntRange(min=1), default=8, show_default=True, help="Samples to show."
+)
+@click.option(
+    "--scale", type=click.IntRange(min=1), default=2, show_default=True, help="Pixel magnification."
+)
+@click.option(
+    "--out",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="PNG to write [default: preview-DATASET.png].",
+)
+def data_preview_cmd(num: int, scale: int, out: Path | None, **opts: Any) -> None:
+    """Write a PNG montage: the image and every label of the first N samples, with a legend."""
+    from pymtl.data.preview import save_preview
+    from pymtl.plugins import get_registry
+
+    dataset = build_dataset(get_registry(), opts)
+    path = save_preview(
+        dataset, out or Path(f"preview-{opts['dataset']}.png"), num=num, scale=scale
+    )
+    click.echo(
+        f"wrote {path} ({min(num, len(dataset))} samples, tasks: "
+        f"{', '.join(t.name for t in dataset.tasks)})"
+    )
+
+
+@data_cmd.command("stats")
+@dataset_options
+@click.option(
+    "--limit", type=click.IntRange(min=1), default=None, help="Use only the first LIMIT samples."
+)
+def data_stats_cmd(limit: int | None, **opts: Any) -> None:
+    """Print class frequencies and value ranges of every task over a split."""
+    from pymtl.data.stats import dataset_stats, format_stats
+    from pymtl.plugins import get_registry
+
+    dataset = build_dataset(get_registry(), opts)
+    click.echo(format_stats(dataset, dataset_stats(dataset, limit=limit)))
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
