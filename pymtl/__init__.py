@@ -13,7 +13,14 @@ from pymtl.architectures.base import Architecture
 from pymtl.balancers.base import Balancer, Needs, Weights
 from pymtl.data.base import Dataset
 from pymtl.distillation.base import DistillationLoss, Signals, TeacherKind
-from pymtl.errors import ConfigError, OpError, PluginError, PymtlError, UnknownComponentError
+from pymtl.errors import (
+    ConfigError,
+    DataFormatError,
+    OpError,
+    PluginError,
+    PymtlError,
+    UnknownComponentError,
+)
 from pymtl.hookspecs import hookimpl
 from pymtl.plugins import get_registry
 
@@ -21,6 +28,7 @@ __all__ = [
     "Architecture",
     "Balancer",
     "ConfigError",
+    "DataFormatError",
     "Dataset",
     "DistillationLoss",
     "Needs",

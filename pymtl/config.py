@@ -155,7 +155,8 @@ def _converter(registry: Registry) -> cattrs.Converter:
         return cls(name=data["name"], options=options)
 
     def unstructure_section(section: ComponentSection) -> dict[str, Any]:
-        return {"name": section.name, **conv.unstructure(section.options)}
+        options = {} if section.options is None else conv.unstructure(section.options)
+        return {"name": section.name, **options}
 
     conv.register_structure_hook_func(
         lambda t: isinstance(t, type) and issubclass(t, ComponentSection), structure_section
@@ -269,17 +270,18 @@ def resolve_config(
 ) -> RunConfig:
     """Apply ``overrides`` to ``doc`` and structure it into a :class:`RunConfig`.
 
-    A component section given without a ``name`` (``--set balancer.x=1`` alone) refers to the
-    default component of that section.
+    A component section that has a default (``balancer``: ``ew``) refers to it when the document
+    leaves the section out or gives no ``name`` (``--set balancer.x=1`` alone).
     """
     doc = apply_overrides(doc, overrides)
     for field in attrs.fields(RunConfig):
         default: Any = field.default
         if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
             default = default.factory()
-        section = doc.get(field.name)
-        if isinstance(default, ComponentSection) and isinstance(section, dict):
-            section.setdefault("name", default.name)
+        if isinstance(default, ComponentSection):
+            section = doc.setdefault(field.name, {})
+            if isinstance(section, dict):
+                section.setdefault("name", default.name)
     return _structure(doc, registry, source)
 
 

@@ -6,7 +6,14 @@ Every message has one shape: what went wrong, what was given, what was expected,
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "OpError", "PluginError", "PymtlError", "UnknownComponentError"]
+__all__ = [
+    "ConfigError",
+    "DataFormatError",
+    "OpError",
+    "PluginError",
+    "PymtlError",
+    "UnknownComponentError",
+]
 
 
 class PymtlError(Exception):
@@ -23,6 +30,10 @@ class UnknownComponentError(PluginError, LookupError):
 
 class ConfigError(PymtlError, ValueError):
     """A configuration file, section, key or value is invalid."""
+
+
+class DataFormatError(PymtlError, ValueError):
+    """A dataset file is missing, unreadable, or does not hold what its format says."""
 
 
 class OpError(PymtlError, ValueError):

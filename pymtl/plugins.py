@@ -46,6 +46,15 @@ __all__ = [
 BUILTIN_PLUGINS: tuple[str, ...] = (
     "pymtl.balancers.ew",
     "pymtl.balancers.fixed",
+    "pymtl.data.synthetic.dataset",
+    "pymtl.data.nyuv2",
+    "pymtl.data.cityscapes",
+    "pymtl.data.pascal_mt",
+    "pymtl.data.nyud_mt",
+    "pymtl.data.taskonomy",
+    "pymtl.data.multi_mnist",
+    "pymtl.data.celeba",
+    "pymtl.data.decathlon",
 )
 """Modules holding pymtl's own components, registered exactly like third-party plugins."""
 

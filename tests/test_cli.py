@@ -105,6 +105,12 @@ def test_console_script():
     assert any(r["name"] == "ew" for r in json.loads(out.stdout))
 
 
+def test_config_defaults_print(run):
+    result = run("config")
+    assert result.exit_code == 0
+    assert '[balancer]\nname = "ew"' in result.output
+
+
 def test_print_config_flag(run):
     plain = run("config", "--balancer", "fixed")
     flagged = run("config", "--balancer", "fixed", "--print-config")

@@ -1,5 +1,7 @@
+import attrs
 import pytest
 
+from pymtl.balancers.ew import EqualWeightsConfig
 from pymtl.balancers.fixed import FixedWeightsConfig
 from pymtl.config import (
     BalancerSection,
@@ -37,9 +39,17 @@ def run_toml(tmp_path):
 
 def test_defaults():
     cfg = load_config(None, REGISTRY)
-    assert cfg == RunConfig()
-    assert cfg.balancer.name == "ew"
+    assert cfg.balancer == BalancerSection(name="ew", options=EqualWeightsConfig())
+    assert attrs.evolve(cfg, balancer=RunConfig().balancer) == RunConfig()
     assert cfg.arch is None
+
+
+def test_defaults_dump_and_reload(tmp_path):
+    cfg = load_config(None, REGISTRY)
+    path = tmp_path / "defaults.toml"
+    path.write_text(dump_toml(cfg, REGISTRY))
+    assert load_config(path, REGISTRY) == cfg
+    assert '[balancer]\nname = "ew"' in path.read_text()
 
 
 def test_component_section_resolves_in_two_steps(run_toml):

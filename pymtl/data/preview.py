@@ -17,7 +17,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from pymtl.data.base import Dataset
-from pymtl.tasks.base import DepthTask, NormalsTask, SegmentationTask, Task
+from pymtl.tasks.base import DepthTask, NormalsTask, SegmentationTask, Task, _BinaryDenseTask
 
 __all__ = ["PALETTE", "colorize", "montage", "save_preview"]
 
@@ -57,10 +57,15 @@ def colorize(task: Task, target: torch.Tensor, *, depth_range: tuple[float, floa
     elif isinstance(task, NormalsTask):
         rgb = ((t.permute(1, 2, 0).numpy().clip(-1, 1) + 1) * 127.5).astype(np.uint8)
         valid = valid[0]
-    else:  # binary and other single-channel maps: grey levels of the first channel
-        grey = (t[0].float().numpy().clip(0, 1) * 255).astype(np.uint8)
-        rgb = np.repeat(grey[..., None], 3, axis=-1)
+    elif isinstance(task, _BinaryDenseTask):  # grey levels
         valid = valid[0]
+        grey = (np.nan_to_num(t[0].float().numpy()).clip(0, 1) * 255).astype(np.uint8)
+        rgb = np.repeat(grey[..., None], 3, axis=-1)
+    else:  # any other dense map: its first channel on the colour ramp, over its valid range
+        valid = valid.reshape(-1, *valid.shape[-2:])[0]
+        x = np.nan_to_num(t.reshape(-1, *t.shape[-2:])[0].double().numpy())
+        lo, hi = (x[valid].min(), x[valid].max()) if valid.any() else (0.0, 1.0)
+        rgb = _ramp((x - lo) / max(hi - lo, 1e-12))
     return np.where(valid[..., None], rgb, 0).astype(np.uint8)
 
 

@@ -122,11 +122,16 @@ def dataset_stats(
     indices: Iterable[int] = range(n)
     if progress:
         indices = tqdm(indices, desc=f"stats {dataset.name}", unit="img", leave=False)
-    for i in indices:
-        item = dataset[i]
-        for s in stats:
-            labelled = bool(item.get(f"{s.task.name}.mask", torch.tensor(True)))
-            s.add(item[s.task.name], labelled)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # per-sample tensors are tiny: thread wake-ups cost ~10x the work
+    try:
+        for i in indices:
+            item = dataset[i]
+            for s in stats:
+                labelled = bool(item.get(f"{s.task.name}.mask", torch.tensor(True)))
+                s.add(item[s.task.name], labelled)
+    finally:
+        torch.set_num_threads(threads)
     return stats
 
 

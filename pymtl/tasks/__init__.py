@@ -12,9 +12,11 @@ from pymtl.tasks.base import (
     SegmentationTask,
     Task,
 )
+from pymtl.tasks.dense_regression import DenseRegressionTask
 
 __all__ = [
     "ClassificationTask",
+    "DenseRegressionTask",
     "DepthTask",
     "EdgeTask",
     "MultiLabelTask",

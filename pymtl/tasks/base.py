@@ -125,9 +125,19 @@ class SegmentationTask(Task):
 
 @attrs.frozen(kw_only=True)
 class PartsTask(SegmentationTask):
-    """Part segmentation, scored like segmentation on the labelled (object) pixels only [S]."""
+    """Part segmentation: mIoU over the images that contain part annotations only [S].
+
+    SPEC-methods §5.7: images whose labels are all void or all background are skipped.
+    """
 
     kind: ClassVar[str] = "parts"
+
+    def metric(self) -> Metric:
+        from pymtl.metrics.segmentation import SegmentationMetric
+
+        return SegmentationMetric(
+            num_classes=self.num_classes, ignore_index=self.ignore_index, require_foreground=True
+        )
 
 
 @attrs.frozen(kw_only=True)
@@ -180,7 +190,7 @@ class NormalsTask(Task):
         return 3
 
     def valid_mask(self, target: Tensor) -> Tensor:
-        valid = target.norm(dim=1, keepdim=True) > 0
+        valid: Tensor = target.norm(dim=1, keepdim=True) > 0
         if self.ignore_value is not None:
             valid &= ~(target == self.ignore_value).all(dim=1, keepdim=True)
         return valid
@@ -194,7 +204,7 @@ class NormalsTask(Task):
     def metric(self) -> Metric:
         from pymtl.metrics.normals import NormalsMetric
 
-        return NormalsMetric()
+        return NormalsMetric(ignore_value=self.ignore_value)
 
 
 @attrs.frozen(kw_only=True)
@@ -245,11 +255,12 @@ class EdgeTask(_BinaryDenseTask):
 class SaliencyTask(_BinaryDenseTask):
     """Salient-object mask: balanced BCE with automatic weights; metrics maxF, max IoU [S].
 
-    Targets: [B, 1, H, W] float in {0, 1}, ``ignore_value`` where unlabelled.
+    Targets: [B, 1, H, W] float in {0, 1}, ``ignore_value`` where unlabelled. The primary
+    metric is the survey's "Sal. (IoU)", i.e. ``max_iou`` (SPEC-methods §5.6, §5.8).
     """
 
     kind: ClassVar[str] = "saliency"
-    primary: str = "maxF"
+    primary: str = "max_iou"
 
     def metric(self) -> Metric:
         from pymtl.metrics.saliency import SaliencyMetric
