@@ -116,3 +116,23 @@ def test_print_config_flag(run):
     flagged = run("config", "--balancer", "fixed", "--print-config")
     assert flagged.exit_code == 0
     assert flagged.output == plain.output
+
+
+def test_data_preview_and_stats_on_synthetic(run, tmp_path):
+    out = tmp_path / "preview.png"
+    result = run("data", "preview", "synthetic", "--preset", "smoke", "-n", "2", "-o", str(out))
+    assert result.exit_code == 0, result.output
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "tasks: semseg, depth, normals, count" in result.output
+    stats = run("data", "stats", "synthetic", "--preset", "smoke", "--limit", "4")
+    assert stats.exit_code == 0
+    assert "semseg (segmentation, 5 ch, primary miou): valid 100.0%; classes floor:" in stats.output
+
+
+def test_data_errors(run):
+    result = CliRunner().invoke(main, ["data", "stats", "synthetic", "--preset", "tiny"])
+    assert result.exit_code == 2
+    assert "dataset 'synthetic' has no preset 'tiny' (available: " in result.output
+    result = CliRunner().invoke(main, ["data", "stats", "nyuv2"])
+    assert result.exit_code == 2
+    assert "dataset.root" in result.output
