@@ -13,8 +13,9 @@ A dataset declares its tasks as instances of these classes (SPEC-methods §5.1 [
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import attrs
 import torch
@@ -44,6 +45,13 @@ def _masked_mean(values: Tensor, mask: Tensor) -> Tensor:
     return (values * mask).sum() / mask.sum().clamp_min(1.0)
 
 
+def _positive_finite(instance: Any, attribute: attrs.Attribute[Any], value: float) -> None:
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+        raise ValueError(
+            f"task {instance.name!r}: {attribute.name!r} must be finite and > 0 (got {value!r})"
+        )
+
+
 @attrs.frozen(kw_only=True)
 class Task(ABC):
     """One task of a dataset.
@@ -51,12 +59,15 @@ class Task(ABC):
     Attributes:
         name: key of the task's target in dataset items and of its output in predictions.
         primary: the metric Δ_MTL uses for this task (a key of ``metric().compute()``).
+        loss_scale: constant factor on the task's loss (loss-scale imbalance experiments);
+            metrics are unaffected.
     """
 
     kind: ClassVar[str]
     dense: ClassVar[bool] = True
     name: str
     primary: str = ""
+    loss_scale: float = attrs.field(default=1.0, validator=_positive_finite)
 
     @property
     @abstractmethod
@@ -86,7 +97,7 @@ class Task(ABC):
         mask = self.valid_mask(target)
         if labelled is not None:
             mask = mask & labelled.view(-1, *([1] * (mask.dim() - 1))).to(mask.device)
-        return _masked_mean(self.elementwise_loss(pred, target), mask)
+        return self.loss_scale * _masked_mean(self.elementwise_loss(pred, target), mask)
 
     def head_bias(self) -> Tensor | None:
         """Initial bias of the head's last layer (None: leave the layer's default)."""

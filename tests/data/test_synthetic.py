@@ -57,7 +57,8 @@ def test_init_defaults_are_the_config_defaults():
     config = attrs.asdict(SyntheticConfig())
     assert defaults.keys() == config.keys()
     for key, value in defaults.items():
-        assert (value or {}) == config[key] if key.startswith("label") else value == config[key]
+        mapping = key.startswith("label") or key == "loss_scale"  # None stands for {}
+        assert (value or {}) == config[key] if mapping else value == config[key]
 
 
 def test_presets():
@@ -434,3 +435,32 @@ def test_bad_config_is_refused(options, message):
         SyntheticConfig(**{"tasks": ("semseg", "depth"), **options})
     with pytest.raises((ValueError, TypeError), match=message):
         SyntheticScenes(**{"tasks": ("semseg", "depth"), **options})
+
+
+def test_loss_scale_multiplies_the_task_loss_only():
+    from pymtl.data.synthetic.dataset import SyntheticScenes
+
+    common = {"image_size": 16, "train_size": 2, "tasks": ("semseg", "depth")}
+    plain = SyntheticScenes(**common)
+    scaled = SyntheticScenes(**common, loss_scale={"depth": 100.0})
+    item = plain[0]
+    assert torch.equal(item["depth"], scaled[0]["depth"])  # targets unchanged
+    pred = torch.zeros(1, 1, 16, 16)
+    target = item["depth"][None]
+    base = plain.tasks[1].loss(pred, target)
+    assert scaled.tasks[1].loss(pred, target).item() == pytest.approx(100.0 * base.item())
+    assert scaled.tasks[0].loss_scale == 1.0
+
+
+@pytest.mark.parametrize(
+    ("scale", "message"),
+    [
+        ({"edges": 2.0}, "'edges' is not one of the configured tasks"),
+        ({"depth": 0.0}, r"'loss_scale'\['depth'\] must be finite and > 0"),
+    ],
+)
+def test_loss_scale_validation(scale, message):
+    from pymtl.data.synthetic.config import SyntheticConfig
+
+    with pytest.raises(ValueError, match=message):
+        SyntheticConfig(tasks=("semseg", "depth"), loss_scale=scale)

@@ -79,6 +79,25 @@ def _labelled_fraction_dict(value: Any) -> dict[str, float]:
     return _as_dict("labelled_fraction", value)
 
 
+def _loss_scale_dict(value: Any) -> dict[str, float]:
+    return _as_dict("loss_scale", value)
+
+
+def _scales(instance: Any, attribute: attrs.Attribute[Any], value: Mapping[str, float]) -> None:
+    """Keys are tasks of this config; values are finite numbers > 0."""
+    for task, scale in value.items():
+        where = f"'loss_scale'[{task!r}]"
+        if task not in instance.tasks:
+            raise ValueError(
+                f"{where}: {task!r} is not one of the configured tasks "
+                f"({', '.join(instance.tasks)})"
+            )
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)):
+            raise TypeError(f"{where} must be a number > 0 (got {scale!r})")
+        if not (math.isfinite(scale) and scale > 0):
+            raise ValueError(f"{where} must be finite and > 0 (got {scale!r})")
+
+
 def _tasks(instance: Any, attribute: attrs.Attribute[Any], value: tuple[str, ...]) -> None:
     if not value:
         raise ValueError(f"'tasks' must name at least one of {', '.join(TASK_NAMES)} (got none)")
@@ -135,6 +154,8 @@ class SyntheticConfig:
         tasks: the tasks items carry, some of :data:`TASK_NAMES`.
         depth_unit: ``m``, ``cm`` or ``mm``: scales depth targets by 1, 100 or 1000, the same
             problem with a 100× or 1000× larger depth loss (loss-scale imbalance).
+        loss_scale: per task, a constant factor on its loss (``Task.loss_scale``): loss-scale
+            imbalance for any task, targets and metrics unchanged.
         label_noise: per task, the fraction of target elements corrupted (fixed per sample):
             class labels move to another class, binary labels flip, depth is multiplied by
             exp(0.25·ε), normals become random unit vectors, presence bits flip.
@@ -167,6 +188,9 @@ class SyntheticConfig:
     )
     labelled_fraction: Mapping[str, float] = attrs.field(
         factory=dict, converter=_labelled_fraction_dict, validator=_rates
+    )
+    loss_scale: Mapping[str, float] = attrs.field(
+        factory=dict, converter=_loss_scale_dict, validator=_scales
     )
     hflip: bool = attrs.field(default=True, validator=_bool)
     supersample: bool = attrs.field(default=False, validator=_bool)

@@ -100,6 +100,7 @@ class SyntheticScenes(Dataset):
         depth_unit: str = "m",
         label_noise: dict[str, float] | None = None,
         labelled_fraction: dict[str, float] | None = None,
+        loss_scale: dict[str, float] | None = None,
         hflip: bool = True,
         supersample: bool = False,
         sensor_noise: float = 0.01,
@@ -117,6 +118,7 @@ class SyntheticScenes(Dataset):
             depth_unit=depth_unit,
             label_noise={} if label_noise is None else label_noise,
             labelled_fraction={} if labelled_fraction is None else labelled_fraction,
+            loss_scale={} if loss_scale is None else loss_scale,
             hflip=hflip,
             supersample=supersample,
             sensor_noise=sensor_noise,
@@ -146,7 +148,13 @@ class SyntheticScenes(Dataset):
     def _tasks(self) -> tuple[Task, ...]:
         c = self.config
         mean = mean_depth(c.num_objects) * DEPTH_UNITS[c.depth_unit]
-        return tuple(make_task(t, num_objects=c.num_objects, depth_mean=mean) for t in c.tasks)
+        return tuple(
+            attrs.evolve(
+                make_task(t, num_objects=c.num_objects, depth_mean=mean),
+                loss_scale=c.loss_scale.get(t, 1.0),
+            )
+            for t in c.tasks
+        )
 
     @property
     def tasks(self) -> tuple[Task, ...]:
