@@ -18,6 +18,7 @@ import click
 
 import pymtl
 from pymtl.errors import PymtlError
+from pymtl.plugins import KINDS
 
 __all__ = ["main", "run_options"]
 
@@ -111,7 +112,7 @@ def plugins_listing(registry: Any, fmt: str, kind: str | None = None) -> str:
 )
 @click.option(
     "--kind",
-    type=click.Choice(["architecture", "balancer", "distillation_loss", "dataset"]),
+    type=click.Choice([k.name for k in KINDS]),
     default=None,
     help="List one kind only.",
 )

@@ -43,6 +43,7 @@ from pymtl.plugins import Registry
 
 __all__ = [
     "ArchSection",
+    "BackboneSection",
     "BalancerSection",
     "ComponentSection",
     "DatasetSection",
@@ -50,6 +51,7 @@ __all__ = [
     "RunConfig",
     "TrainConfig",
     "apply_overrides",
+    "converter",
     "dump_toml",
     "load_config",
     "parse_override",
@@ -101,6 +103,13 @@ class DatasetSection(ComponentSection):
 
 
 @attrs.frozen(kw_only=True)
+class BackboneSection(ComponentSection):
+    """A backbone inside an architecture's Config: ``[arch.backbone] name = "resnet18"``."""
+
+    kind: ClassVar[str] = "backbone"
+
+
+@attrs.frozen(kw_only=True)
 class TrainConfig:
     """Optimisation settings of a run.
 
@@ -139,6 +148,11 @@ class RunConfig:
 
 # ---------------------------------------------------------------------------------------------
 # cattrs: structure (document -> objects) and unstructure (objects -> document)
+
+
+def converter(registry: Registry) -> cattrs.Converter:
+    """The cattrs converter of run documents: component sections resolve through ``registry``."""
+    return _converter(registry)
 
 
 def _converter(registry: Registry) -> cattrs.Converter:

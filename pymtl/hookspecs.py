@@ -17,6 +17,7 @@ from __future__ import annotations
 import pluggy
 
 from pymtl.architectures.base import Architecture
+from pymtl.backbones.base import Backbone
 from pymtl.balancers.base import Balancer
 from pymtl.data.base import Dataset
 from pymtl.distillation.base import DistillationLoss
@@ -35,6 +36,16 @@ def pymtl_register_architectures() -> list[type[Architecture]]:  # type: ignore[
     An architecture is an ``nn.Module`` whose ``forward(x)`` returns a dict of predictions keyed
     by task name, and which exposes its shared and task-specific parameters and its shared
     representation. Example: ``return [HardSharing]``.
+    """
+
+
+@hookspec
+def pymtl_register_backbones() -> list[type[Backbone]]:  # type: ignore[empty-body]
+    """Return backbone classes (subclasses of :class:`pymtl.backbones.Backbone`).
+
+    A backbone maps images to feature maps and declares its output channels and stride;
+    architectures name one in their config (``[arch.backbone] name = "resnet18"``).
+    Example: ``return [ResNet18]``.
     """
 
 

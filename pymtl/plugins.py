@@ -26,6 +26,7 @@ import pluggy
 import pymtl
 from pymtl import hookspecs
 from pymtl.architectures.base import Architecture
+from pymtl.backbones.base import Backbone
 from pymtl.balancers.base import Balancer
 from pymtl.component import Component, component_problems, summary
 from pymtl.data.base import Dataset
@@ -73,6 +74,7 @@ class Kind:
 
 KINDS: tuple[Kind, ...] = (
     Kind("architecture", "pymtl_register_architectures", Architecture),
+    Kind("backbone", "pymtl_register_backbones", Backbone),
     Kind("balancer", "pymtl_register_balancers", Balancer),
     Kind("distillation_loss", "pymtl_register_distillation_losses", DistillationLoss),
     Kind("dataset", "pymtl_register_datasets", Dataset),

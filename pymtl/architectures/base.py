@@ -1,7 +1,8 @@
-"""The architecture contract [pymtl].
+"""The architecture contract [pymtl] (SPEC-methods §1, STYLE rule 7).
 
-An architecture is an ``nn.Module`` with one forward contract, ``forward(x) -> {task: output}``,
-plus declared ways for the training step to reach
+An architecture is an ``nn.Module`` with one forward contract, ``forward(x) -> {task: output}``
+(outputs in the layouts :mod:`pymtl.tasks` documents, at the input's resolution for dense
+tasks), plus declared ways for the training step to reach
 
 * its **shared parameters** θ_s (what gradient balancers take per-task gradients of),
 * each task's **specific parameters** θ_t (scaled by the balancer's ``s_t``), and
@@ -10,7 +11,9 @@ plus declared ways for the training step to reach
   task outputs, so ``forward(x) == decode(encode(x))``.
 
 Architectures whose tasks never share one activation (one network per task, cross-stitch)
-set ``has_shared_representation = False`` and override :meth:`forward` only.
+set ``has_shared_representation = False`` and override :meth:`forward` only. Every parameter
+is either shared or belongs to exactly one task; :func:`pymtl.testing.check_architecture`
+checks the partition.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from torch import Tensor, nn
 
 from pymtl.balancers.base import check_tasks
 from pymtl.component import Component
+from pymtl.tasks.base import Task
 
 __all__ = ["Architecture"]
 
@@ -30,26 +34,31 @@ __all__ = ["Architecture"]
 class Architecture(Component, nn.Module):
     """Base class of multi-task networks.
 
-    Subclasses set ``name`` and ``Config``, take ``tasks`` first in ``__init__`` followed by
-    their ``Config`` fields as keyword arguments, and implement :meth:`shared_parameters`,
+    Subclasses set ``name`` and ``Config``, take ``tasks`` (the dataset's
+    :class:`~pymtl.tasks.Task` declarations) and ``in_channels`` first in ``__init__``, followed
+    by their ``Config`` fields as keyword arguments, and implement :meth:`shared_parameters`,
     :meth:`task_parameters` and either :meth:`encode` + :meth:`decode` or :meth:`forward`.
     """
 
     kind: ClassVar[str] = "architecture"
     has_shared_representation: ClassVar[bool] = True
 
-    def __init__(self, tasks: Sequence[str]) -> None:
+    def __init__(self, tasks: Sequence[Task], in_channels: int = 3) -> None:
         super().__init__()
-        self.tasks = check_tasks(tasks, where=f"architecture {self.name!r}")
+        self.task_specs = tuple(tasks)
+        self.tasks = check_tasks([t.name for t in tasks], where=f"architecture {self.name!r}")
+        self.in_channels = in_channels
 
     @classmethod
-    def from_config(cls, config: Any, *, tasks: Sequence[str]) -> Architecture:
-        """Build from a ``Config`` instance for the given task names."""
-        return cls(tasks, **cls.config_fields(config))
+    def from_config(
+        cls, config: Any, *, tasks: Sequence[Task], in_channels: int = 3
+    ) -> Architecture:
+        """Build from a ``Config`` instance for the dataset's tasks."""
+        return cls(tasks, in_channels, **cls.config_fields(config))
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         """Predictions for every task, keyed by task name: ``decode(encode(x))``."""
-        return self.decode(self.encode(x))
+        return self.decode(self.encode(x), x.shape[-2:])
 
     def encode(self, x: Tensor) -> Tensor:
         """The shared representation Z of a batch ``x``."""
@@ -58,8 +67,8 @@ class Architecture(Component, nn.Module):
             "(has_shared_representation is False)"
         )
 
-    def decode(self, z: Tensor) -> dict[str, Tensor]:
-        """Task outputs from the shared representation ``z``."""
+    def decode(self, z: Tensor, size: Sequence[int]) -> dict[str, Tensor]:
+        """Task outputs from the shared representation ``z``; dense outputs at ``size`` (H, W)."""
         raise NotImplementedError(
             f"architecture {self.name!r} has no single shared representation "
             "(has_shared_representation is False)"

@@ -41,11 +41,19 @@ def check_component(cls: type[Any], base: type[Component]) -> None:
             "provenance tag ([S], [P], [R], [pymtl], [C:repo]) or 'Reference:'"
         )
     config = default_config(cls)
-    conv = cattrs.Converter(forbid_extra_keys=True)
+    conv = _converter()
     again = conv.structure(conv.unstructure(config), cls.Config)
     assert again == config, (
         f"{cls.kind} {cls.name!r}: Config does not round-trip: {again!r} != {config!r}"
     )
+
+
+def _converter() -> cattrs.Converter:
+    """The run-document converter over the installed components (nested sections resolve)."""
+    from pymtl.config import converter
+    from pymtl.plugins import get_registry
+
+    return converter(get_registry())
 
 
 def _module_doc(cls: type[Any]) -> str | None:
