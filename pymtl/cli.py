@@ -152,6 +152,8 @@ def run_options(f: F) -> F:
             help="Override one key, e.g. --set balancer.weights.seg=2 (repeatable).",
         ),
         click.option("--dataset", default=None, help="Dataset name (a registered component)."),
+        click.option("--preset", default=None,
+                     help="A named configuration of the dataset (e.g. smoke for synthetic)."),
         click.option("--arch", default=None, help="Architecture name."),
         click.option("--balancer", default=None, help="Balancer name."),
         click.option("--distill", default=None, help="Distillation loss name."),
@@ -173,6 +175,16 @@ def resolve_run(registry: Any, opts: dict[str, Any]) -> Any:
     opts.pop("print_config", None)
     path = opts.pop("config_path")
     doc = load_document(path) if path is not None else {}
+    preset = opts.pop("preset", None)
+    if preset is not None:
+        name = opts.get("dataset") or doc.get("dataset", {}).get("name")
+        if name is None:
+            from pymtl.errors import ConfigError
+
+            raise ConfigError("--preset needs a dataset: pass --dataset NAME")
+        section = doc.get("dataset", {}) if doc.get("dataset", {}).get("name", name) == name else {}
+        options = _preset(registry.get("dataset", name), preset)
+        doc = {**doc, "dataset": {**options, **section, "name": name}}
     flags = [
         f"{section}.name={json.dumps(opts[flag])}"
         for flag, section in _SECTION_FLAGS.items()
@@ -316,6 +328,10 @@ def data_stats_cmd(limit: int | None, **opts: Any) -> None:
 
     dataset = build_dataset(get_registry(), opts)
     click.echo(format_stats(dataset, dataset_stats(dataset, limit=limit)))
+
+
+# the run commands (train, eval, baselines, sweep, compare) live in their own module
+from pymtl import cli_run  # noqa: E402, F401
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -109,21 +109,49 @@ class BackboneSection(ComponentSection):
     kind: ClassVar[str] = "backbone"
 
 
+def _one_of(*choices: str) -> Any:
+    return attrs.validators.in_(choices)
+
+
 @attrs.frozen(kw_only=True)
 class TrainConfig:
-    """Optimisation settings of a run.
+    """Optimisation and bookkeeping settings of a run.
 
     Attributes:
         epochs: passes over the training split.
-        batch_size: images per step.
-        lr: learning rate of the network's optimiser.
+        batch_size: images per step (the global batch: split across processes under torchrun).
+        lr: initial learning rate of the network's optimiser.
         weight_decay: L2 penalty of the network's optimiser.
+        optimizer: ``adam`` or ``sgd`` (momentum ``momentum``).
+        momentum: SGD momentum.
+        schedule: ``cosine`` (decay to ``min_lr_ratio`` × lr at the end) or ``constant``.
+        min_lr_ratio: final learning rate of the cosine schedule, relative to ``lr``.
+        steps_per_epoch: cap on steps per epoch (0: the whole split).
+        eval_split: split evaluated after every epoch (``val``; ``test`` only for final runs).
+        eval_batch_size: images per evaluation batch (0: ``batch_size``).
+        checkpoint_every: also checkpoint every this many steps (0: at epoch ends only).
+        grad_clip: clip the global gradient norm to this value (0: off).
+        num_workers: data-loading worker processes.
+        amp: mixed precision (bfloat16 autocast on CPU, float16 on CUDA) for the forward pass.
+        compile: ``torch.compile`` the model's forward.
     """
 
     epochs: int = attrs.field(default=1, validator=_positive)
     batch_size: int = attrs.field(default=8, validator=_positive)
     lr: float = attrs.field(default=1e-3, validator=_positive)
     weight_decay: float = attrs.field(default=0.0, validator=_non_negative)
+    optimizer: str = attrs.field(default="adam", validator=_one_of("adam", "sgd"))
+    momentum: float = attrs.field(default=0.9, validator=_non_negative)
+    schedule: str = attrs.field(default="cosine", validator=_one_of("cosine", "constant"))
+    min_lr_ratio: float = attrs.field(default=0.01, validator=_non_negative)
+    steps_per_epoch: int = attrs.field(default=0, validator=_non_negative)
+    eval_split: str = attrs.field(default="val", validator=_one_of("train", "val", "test"))
+    eval_batch_size: int = attrs.field(default=0, validator=_non_negative)
+    checkpoint_every: int = attrs.field(default=0, validator=_non_negative)
+    grad_clip: float = attrs.field(default=0.0, validator=_non_negative)
+    num_workers: int = attrs.field(default=0, validator=_non_negative)
+    amp: bool = False
+    compile: bool = False
 
 
 @attrs.frozen(kw_only=True)

@@ -47,6 +47,13 @@ __all__ = [
 BUILTIN_PLUGINS: tuple[str, ...] = (
     "pymtl.balancers.ew",
     "pymtl.balancers.fixed",
+    "pymtl.architectures.hps",
+    "pymtl.architectures.stl",
+    "pymtl.backbones.convnet",
+    "pymtl.backbones.hrnet",
+    "pymtl.backbones.lenet",
+    "pymtl.backbones.resnet",
+    "pymtl.backbones.segnet",
     "pymtl.data.synthetic.dataset",
     "pymtl.data.nyuv2",
     "pymtl.data.cityscapes",

@@ -6,7 +6,7 @@ import pytest
 
 from pymtl import hookspecs
 from pymtl.errors import UnknownComponentError
-from pymtl.plugins import BUILTIN_PLUGINS, KINDS, get_registry
+from pymtl.plugins import BUILTIN_PLUGINS, KINDS, Registry, get_registry
 from pymtl.testing import REFERENCE_PATTERN, check_balancer, check_component
 
 REGISTRY = get_registry(autoload=False)
@@ -49,11 +49,14 @@ def test_unknown_name_suggests_the_closest():
 
 
 def test_unknown_name_with_nothing_close():
-    with pytest.raises(
-        UnknownComponentError,
-        match=r"unknown architecture 'hps' \(available: \(none registered\)\)",
-    ):
-        REGISTRY.get("architecture", "hps")
+    with pytest.raises(UnknownComponentError, match=r"unknown architecture 'qqq' \(available: "):
+        REGISTRY.get("architecture", "qqq")
+
+
+def test_kind_with_nothing_registered():
+    empty = Registry(components={k.name: {} for k in KINDS}, failures=())
+    with pytest.raises(UnknownComponentError, match=r"\(available: \(none registered\)\)"):
+        empty.get("architecture", "hps")
 
 
 def test_unknown_kind():
