@@ -27,8 +27,11 @@ setup-test: $(PY)
 	$(PIP) install -q $(TORCH) $(BUILD)
 	$(PIP) install -q --no-build-isolation -e ".[test]"
 
+# the main job: train hard sharing with equal weights on the synthetic smoke preset
 demo: setup
-	$(VENV)/bin/pymtl plugins
+	$(VENV)/bin/pymtl train --dataset synthetic --preset smoke --arch hps --balancer ew \
+	  --set train.epochs=10 --set train.batch_size=16 --set train.lr=0.003 \
+	  --out runs/demo --overwrite
 
 test: setup-test
 	$(PY) -m pytest -n 2

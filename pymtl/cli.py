@@ -152,8 +152,11 @@ def run_options(f: F) -> F:
             help="Override one key, e.g. --set balancer.weights.seg=2 (repeatable).",
         ),
         click.option("--dataset", default=None, help="Dataset name (a registered component)."),
-        click.option("--preset", default=None,
-                     help="A named configuration of the dataset (e.g. smoke for synthetic)."),
+        click.option(
+            "--preset",
+            default=None,
+            help="A named configuration of the dataset (e.g. smoke for synthetic).",
+        ),
         click.option("--arch", default=None, help="Architecture name."),
         click.option("--balancer", default=None, help="Balancer name."),
         click.option("--distill", default=None, help="Distillation loss name."),
@@ -332,7 +335,6 @@ def data_stats_cmd(limit: int | None, **opts: Any) -> None:
 
 # the run commands (train, eval, baselines, sweep, compare) live in their own module
 from pymtl import cli_run  # noqa: E402, F401
-
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

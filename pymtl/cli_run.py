@@ -13,23 +13,40 @@ from pymtl.cli import main, resolve_run, run_options
 __all__ = ["baselines_cmd", "eval_cmd", "train_cmd"]
 
 
-
-
 def _default_out(config: Any) -> Path:
-    parts = [config.dataset.name if config.dataset else "data", config.arch.name if config.arch
-             else "arch", config.balancer.name, f"seed{config.seed}"]
+    parts = [
+        config.dataset.name if config.dataset else "data",
+        config.arch.name if config.arch else "arch",
+        config.balancer.name,
+        f"seed{config.seed}",
+    ]
     return Path("runs") / "_".join(parts)
 
 
 @main.command("train")
 @run_options
-@click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Run directory [default: runs/DATASET_ARCH_BALANCER_seedN].")
+@click.option(
+    "--out",
+    "-o",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Run directory [default: runs/DATASET_ARCH_BALANCER_seedN].",
+)
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint.")
-@click.option("--compile", "compile_", is_flag=True, help="torch.compile the model (train.compile).")
+@click.option("--overwrite", is_flag=True, help="Replace a run already in --out.")
+@click.option(
+    "--compile", "compile_", is_flag=True, help="torch.compile the model (train.compile)."
+)
 @click.option("--amp", is_flag=True, help="Mixed-precision forward pass (train.amp).")
-def train_cmd(out: Path | None, resume: bool, compile_: bool, amp: bool, print_config: bool,
-              **opts: Any) -> None:
+def train_cmd(
+    out: Path | None,
+    resume: bool,
+    overwrite: bool,
+    compile_: bool,
+    amp: bool,
+    print_config: bool,
+    **opts: Any,
+) -> None:
     """Train a multi-task network and print its per-task results.
 
     Components come from the registry by name (--dataset, --arch, --balancer, --distill); their
@@ -43,23 +60,33 @@ def train_cmd(out: Path | None, resume: bool, compile_: bool, amp: bool, print_c
     registry = get_registry()
     if resume and out is not None and opts["config_path"] is None:
         opts["config_path"] = out / "config.toml"
-    opts["overrides"] = [*(["train.compile=true"] if compile_ else []),
-                         *(["train.amp=true"] if amp else []), *opts["overrides"]]
+    opts["overrides"] = [
+        *(["train.compile=true"] if compile_ else []),
+        *(["train.amp=true"] if amp else []),
+        *opts["overrides"],
+    ]
     config = resolve_run(registry, opts)
     if print_config:
         click.echo(dump_toml(config, registry), nl=False)
         return
     out = out or _default_out(config)
-    record = train(config, out, resume=resume, registry=registry)
-    click.echo(f"run {out}: {record['epochs']} epochs, {record['wall_time_s']:.1f} s, "
-               f"{record['images_per_s']:.0f} img/s; {record['split']} results:")
+    record = train(config, out, resume=resume, registry=registry, overwrite=overwrite)
+    click.echo(
+        f"run {out}: {record['epochs']} epochs, {record['wall_time_s']:.1f} s, "
+        f"{record['images_per_s']:.0f} img/s; {record['split']} results:"
+    )
     click.echo(results_table(record))
 
 
 @main.command("eval")
 @click.argument("run", type=click.Path(file_okay=False, exists=True, path_type=Path))
-@click.option("--split", default="test", show_default=True,
-              type=click.Choice(["train", "val", "test"]), help="Split to evaluate.")
+@click.option(
+    "--split",
+    default="test",
+    show_default=True,
+    type=click.Choice(["train", "val", "test"]),
+    help="Split to evaluate.",
+)
 def eval_cmd(run: Path, split: str) -> None:
     """Evaluate a finished run's last checkpoint on a split (writes RUN/eval-SPLIT.json)."""
     from pymtl.engine.runs import evaluate_run
@@ -73,14 +100,20 @@ def eval_cmd(run: Path, split: str) -> None:
 
 @main.command("baselines")
 @run_options
-@click.option("--seeds", "seeds", type=int, multiple=True,
-              help="Seeds to train: --seeds 0 1 2 [default: 0].")
+@click.option(
+    "--seeds", "seeds", type=int, multiple=True, help="Seeds to train: --seeds 0 1 2 [default: 0]."
+)
 @click.argument("more_seeds", nargs=-1, type=int, metavar="")
-@click.option("--root", type=click.Path(file_okay=False, path_type=Path),
-              default=Path("runs") / "baselines", show_default=True,
-              help="Where the baseline runs are trained.")
-def baselines_cmd(seeds: tuple[int, ...], more_seeds: tuple[int, ...], root: Path,
-                  print_config: bool, **opts: Any) -> None:
+@click.option(
+    "--root",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("runs") / "baselines",
+    show_default=True,
+    help="Where the baseline runs are trained.",
+)
+def baselines_cmd(
+    seeds: tuple[int, ...], more_seeds: tuple[int, ...], root: Path, print_config: bool, **opts: Any
+) -> None:
     """Train the single-task baselines (stl, same backbone) and store their results.
 
     Later runs of the same dataset configuration and backbone report Δ_MTL against them.
@@ -93,3 +126,96 @@ def baselines_cmd(seeds: tuple[int, ...], more_seeds: tuple[int, ...], root: Pat
     chosen = list(dict.fromkeys([*seeds, *more_seeds])) or [0]  # `--seeds 0 1 2` -> 0, 1, 2
     path = train_baselines(config, registry, chosen, root)
     click.echo(f"stored single-task baselines for seeds {chosen} in {path}")
+
+
+def _csv(value: str | None, kind: type = str) -> list[Any]:
+    return [kind(v) for v in value.replace(",", " ").split()] if value else []
+
+
+@main.command("sweep")
+@click.option(
+    "--config",
+    "-c",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="TOML base configuration, optionally with a [sweep] table.",
+)
+@click.option("--dataset", default=None, help="Dataset name.")
+@click.option("--preset", default=None, help="A named configuration of the dataset.")
+@click.option("--archs", default=None, help="Architectures, e.g. hps,stl.")
+@click.option("--balancers", default=None, help="Balancers, e.g. ew,fixed.")
+@click.option("--seeds", default=None, help="Seeds, e.g. 0,1,2.")
+@click.option(
+    "--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a key of every run."
+)
+@click.option(
+    "--root",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("runs") / "sweep",
+    show_default=True,
+    help="Where the runs go.",
+)
+def sweep_cmd(
+    config_path: Path | None,
+    dataset: str | None,
+    preset: str | None,
+    archs: str | None,
+    balancers: str | None,
+    seeds: str | None,
+    overrides: tuple[str, ...],
+    root: Path,
+) -> None:
+    """Train a grid of architectures × balancers × seeds, then compare them.
+
+    Resumable: finished runs are skipped and interrupted ones resume, so re-running the same
+    command completes the grid. Ends with `pymtl compare` of every run of the grid.
+    """
+    from pymtl.cli import _preset
+    from pymtl.config import load_document
+    from pymtl.engine.sweep import grid_from_document, run_sweep
+    from pymtl.plugins import get_registry
+
+    registry = get_registry()
+    doc = load_document(config_path) if config_path else {}
+    if dataset:
+        section = doc.get("dataset", {}) if doc.get("dataset", {}).get("name") == dataset else {}
+        doc = {**doc, "dataset": {**section, "name": dataset}}
+    if preset:
+        name = doc.get("dataset", {}).get("name")
+        if not name:
+            raise click.UsageError("--preset needs --dataset")
+        doc["dataset"] = {**_preset(registry.get("dataset", name), preset), **doc["dataset"]}
+    grid = grid_from_document(
+        doc, archs=_csv(archs), balancers=_csv(balancers), seeds=_csv(seeds, int)
+    )
+    runs = run_sweep(doc, grid, registry, root, overrides=overrides)
+    _compare(runs, root)
+
+
+@main.command("compare")
+@click.argument(
+    "runs", nargs=-1, required=True, type=click.Path(file_okay=False, exists=True, path_type=Path)
+)
+@click.option(
+    "--out",
+    "-o",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where the plots go [default: the runs' common parent].",
+)
+def compare_cmd(runs: tuple[Path, ...], out: Path | None) -> None:
+    """Compare runs: per-task metrics and Δ_MTL mean ± std over seeds (paired by seed),
+    with a bar chart and a performance-profile plot."""
+    import os
+
+    parents = [str(r.resolve().parent) for r in runs]
+    _compare(list(runs), out or Path(os.path.commonpath(parents)))
+
+
+def _compare(runs: list[Path], out: Path) -> None:
+    from pymtl.reporting import compare_runs, format_table, plot_comparison
+
+    comparison = compare_runs(runs)
+    click.echo(format_table(comparison))
+    for path in plot_comparison(comparison, out):
+        click.echo(f"wrote {path}")

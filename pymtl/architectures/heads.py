@@ -70,7 +70,8 @@ class ASPPHead(nn.Module):
         y = self.classifier(self.refine(y))
         if tuple(y.shape[-2:]) != tuple(size):
             y = F.interpolate(y, size=tuple(size), mode="bilinear", align_corners=False)
-        return y
+        out: Tensor = y
+        return out
 
 
 class ImageHead(nn.Module):
@@ -86,7 +87,8 @@ class ImageHead(nn.Module):
         _init_bias(self.out, task)
 
     def forward(self, z: Tensor, size: Sequence[int]) -> Tensor:
-        return self.out(self.body(z))
+        out: Tensor = self.out(self.body(z))
+        return out
 
 
 def make_head(

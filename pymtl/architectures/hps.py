@@ -70,16 +70,22 @@ class HardSharing(Architecture):
     Config = HardSharingConfig
 
     def __init__(
-        self, tasks: Sequence[Task], in_channels: int = 3, *,
-        backbone: BackboneSection | None = None, head_channels: int = 16,
+        self,
+        tasks: Sequence[Task],
+        in_channels: int = 3,
+        *,
+        backbone: BackboneSection | None = None,
+        head_channels: int = 16,
         head_rates: Sequence[int] = (2, 4),
     ) -> None:
         super().__init__(tasks, in_channels)
         self.backbone = build_backbone(backbone or _default_backbone(), in_channels=in_channels)
         c = self.backbone.out_channels
         self.heads = nn.ModuleDict(
-            {t.name: make_head(c, t, channels=head_channels, rates=tuple(head_rates))
-             for t in self.task_specs}
+            {
+                t.name: make_head(c, t, channels=head_channels, rates=tuple(head_rates))
+                for t in self.task_specs
+            }
         )
 
     def encode(self, x: Tensor) -> Tensor:

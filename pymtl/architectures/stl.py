@@ -33,6 +33,10 @@ class _TaskNet(nn.Module):
         self.backbone = backbone
         self.head = head
 
+    def forward(self, x: Tensor, size: Sequence[int]) -> Tensor:
+        out: Tensor = self.head(self.backbone(x), size)
+        return out
+
 
 class SingleTask(Architecture):
     """One network (backbone + head) per task, nothing shared: the STL baseline [S].
@@ -57,8 +61,12 @@ class SingleTask(Architecture):
     has_shared_representation = False
 
     def __init__(
-        self, tasks: Sequence[Task], in_channels: int = 3, *,
-        backbone: BackboneSection | None = None, head_channels: int = 16,
+        self,
+        tasks: Sequence[Task],
+        in_channels: int = 3,
+        *,
+        backbone: BackboneSection | None = None,
+        head_channels: int = 16,
         head_rates: Sequence[int] = (2, 4),
     ) -> None:
         super().__init__(tasks, in_channels)
@@ -72,7 +80,7 @@ class SingleTask(Architecture):
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         size = x.shape[-2:]
-        return {name: net.head(net.backbone(x), size) for name, net in self.nets.items()}
+        return {name: net(x, size) for name, net in self.nets.items()}
 
     def shared_parameters(self) -> Iterator[nn.Parameter]:
         return iter(())

@@ -7,6 +7,7 @@ initialisers and the resize used by decoders. Private to :mod:`pymtl.backbones`.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import attrs
@@ -14,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 _C = TypeVar("_C")
+Validator = Callable[[Any, "attrs.Attribute[Any]", Any], None]
 
 NORMS = ("batch", "group")
 """Normalisation layers a backbone may use: BatchNorm2d, or GroupNorm (see :func:`make_norm`)."""
@@ -23,6 +25,29 @@ def positive_int(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> 
     """attrs validator: ``value`` is an int >= 1 (bools refused)."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{attribute.name!r} must be an integer >= 1 (got {value!r})")
+
+
+def int_in(lo: int, hi: int) -> Validator:
+    """attrs validator: ``value`` is an int in [lo, hi] (bools refused)."""
+
+    def check(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+            raise ValueError(
+                f"{attribute.name!r} must be an integer in [{lo}, {hi}] (got {value!r})"
+            )
+
+    return check
+
+
+def one_of(*choices: Any) -> Validator:
+    """attrs validator: ``value`` is one of ``choices``, of the same type (8.0 is not 8)."""
+
+    def check(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if not any(type(value) is type(c) and value == c for c in choices):
+            expected = ", ".join(map(repr, choices))
+            raise ValueError(f"{attribute.name!r} must be one of {expected} (got {value!r})")
+
+    return check
 
 
 def weights_path(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:

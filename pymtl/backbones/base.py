@@ -45,7 +45,9 @@ class Backbone(Component, nn.Module):
     def __init__(self, in_channels: int) -> None:
         super().__init__()
         if in_channels < 1:
-            raise ValueError(f"backbone {self.name!r}: in_channels must be >= 1 (got {in_channels})")
+            raise ValueError(
+                f"backbone {self.name!r}: in_channels must be >= 1 (got {in_channels})"
+            )
         self.in_channels = in_channels
 
     @classmethod
@@ -101,14 +103,21 @@ def load_weights(module: nn.Module, path: str | Path, *, strict: bool = True) ->
     own = module.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
-    shapes = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-              for k in sorted(set(own) & set(state)) if state[k].shape != own[k].shape]
+    shapes = [
+        f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in sorted(set(own) & set(state))
+        if state[k].shape != own[k].shape
+    ]
     if shapes or (strict and (missing or unexpected)):
-        parts = [f"{len(missing)} missing (e.g. {missing[:3]})" if missing else "",
-                 f"{len(unexpected)} unexpected (e.g. {unexpected[:3]})" if unexpected else "",
-                 "shape mismatches: " + "; ".join(shapes[:3]) if shapes else ""]
-        raise ConfigError(f"weights file {str(path)!r} does not fit {type(module).__name__}: "
-                          + ", ".join(p for p in parts if p))
+        parts = [
+            f"{len(missing)} missing (e.g. {missing[:3]})" if missing else "",
+            f"{len(unexpected)} unexpected (e.g. {unexpected[:3]})" if unexpected else "",
+            "shape mismatches: " + "; ".join(shapes[:3]) if shapes else "",
+        ]
+        raise ConfigError(
+            f"weights file {str(path)!r} does not fit {type(module).__name__}: "
+            + ", ".join(p for p in parts if p)
+        )
     module.load_state_dict(state, strict=strict)
 
 

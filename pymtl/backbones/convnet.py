@@ -26,6 +26,8 @@ from pymtl.backbones._common import (
     checked,
     conv_bn_relu,
     init_kaiming,
+    int_in,
+    one_of,
     positive_int,
     resize_to,
     weights_path,
@@ -48,8 +50,8 @@ class ConvNetConfig:
     """
 
     width: int = attrs.field(default=16, validator=positive_int)
-    depth: int = attrs.field(default=3, validator=[positive_int, attrs.validators.le(6)])
-    output_stride: int = attrs.field(default=2, validator=attrs.validators.in_((1, 2)))
+    depth: int = attrs.field(default=3, validator=int_in(1, 6))
+    output_stride: int = attrs.field(default=2, validator=one_of(1, 2))
     weights: str = attrs.field(default="", validator=weights_path)
 
 
@@ -66,6 +68,7 @@ class ConvNet(Backbone):
         width, depth, output_stride, weights: see :class:`ConvNetConfig`.
 
     Example:
+        >>> import torch
         >>> net = ConvNet(width=8)
         >>> net(torch.zeros(2, 3, 64, 64)).shape
         torch.Size([2, 8, 32, 32])

@@ -48,9 +48,16 @@ from pymtl.hookspecs import hookimpl
 __all__ = ["HRNet", "HRNetConfig"]
 
 
+def _as_tuple(value: Any) -> Any:
+    """Lists (TOML arrays) become tuples; anything else is left for the validator to refuse."""
+    return tuple(value) if isinstance(value, (list, tuple)) else value
+
+
 def _modules(instance: Any, attribute: attrs.Attribute[Any], value: tuple[int, ...]) -> None:
-    if len(value) != 3 or any(
-        isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in value
+    if (
+        not isinstance(value, tuple)
+        or len(value) != 3
+        or any(isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in value)
     ):
         raise ValueError(
             f"'modules' must be 3 integers >= 1, the exchange units of stages 2, 3, 4 "
@@ -72,7 +79,9 @@ class HRNetConfig:
 
     width: int = attrs.field(default=18, validator=positive_int)
     blocks: int = attrs.field(default=2, validator=positive_int)
-    modules: tuple[int, ...] = attrs.field(default=(1, 3, 2), converter=tuple, validator=_modules)
+    modules: tuple[int, ...] = attrs.field(
+        default=(1, 3, 2), converter=_as_tuple, validator=_modules
+    )
     stem_width: int = attrs.field(default=64, validator=positive_int)
     weights: str = attrs.field(default="", validator=weights_path)
 
@@ -148,6 +157,7 @@ class HRNet(Backbone):
         width, blocks, modules, stem_width, weights: see :class:`HRNetConfig`.
 
     Example:
+        >>> import torch
         >>> net = HRNet(width=4, blocks=1, modules=(1, 1, 1), stem_width=8)
         >>> net(torch.zeros(1, 3, 64, 64)).shape
         torch.Size([1, 60, 16, 16])

@@ -81,6 +81,7 @@ class LeNet(Backbone):
         input_size, width, features, dropout, weights: see :class:`LeNetConfig`.
 
     Example:
+        >>> import torch
         >>> net = LeNet(1)
         >>> net(torch.zeros(4, 1, 28, 28)).shape
         torch.Size([4, 50, 1, 1])

@@ -7,8 +7,9 @@ ImageNet layout: 7×7 stride-2 stem conv, 3×3 stride-2 max-pool, four stages of
 as the survey's dilated ResNet uses it (SPEC-methods §1 [C:MTL-PyTorch resnet_dilated.py]):
 for output stride 16 (8), the stride of layer4 (layer3 and layer4) becomes 1; in a dilated
 stage with dilation d, the 3×3 conv that had stride 2 gets dilation d/2 and every other 3×3
-conv gets d (d = 2 for the first dilated stage, 4 for the second). Multi-grid is not
-implemented.
+conv gets d (d = 2 for the first dilated stage, 4 for the second). With the same weights,
+the dilated net read at every (32/s)-th position then equals the plain net exactly. Multi-grid
+is not implemented.
 
 State-dict keys follow the common ImageNet ResNet naming (``conv1``, ``bn1``,
 ``layer1.0.conv1``, ``layer3.0.downsample.0``, ... ``layer4``), so a converted torchvision
@@ -29,8 +30,15 @@ from typing import ClassVar
 import attrs
 from torch import Tensor, nn
 
-from pymtl.backbones._common import NORMS, checked, init_kaiming, make_norm, positive_int
-from pymtl.backbones._common import weights_path as _weights_path
+from pymtl.backbones._common import (
+    NORMS,
+    checked,
+    init_kaiming,
+    make_norm,
+    one_of,
+    positive_int,
+    weights_path,
+)
 from pymtl.backbones.base import Backbone
 from pymtl.hookspecs import hookimpl
 
@@ -51,10 +59,10 @@ class ResNetConfig:
         weights: a local ``.pt`` / ``.pth`` / ``.safetensors`` state dict ("": random init).
     """
 
-    output_stride: int = attrs.field(default=32, validator=attrs.validators.in_(OUTPUT_STRIDES))
-    norm: str = attrs.field(default="batch", validator=attrs.validators.in_(NORMS))
+    output_stride: int = attrs.field(default=32, validator=one_of(*OUTPUT_STRIDES))
+    norm: str = attrs.field(default="batch", validator=one_of(*NORMS))
     width: int = attrs.field(default=64, validator=positive_int)
-    weights: str = attrs.field(default="", validator=_weights_path)
+    weights: str = attrs.field(default="", validator=weights_path)
 
 
 def _conv3x3(cin: int, cout: int, *, stride: int = 1, dilation: int = 1) -> nn.Conv2d:
@@ -142,22 +150,36 @@ class Bottleneck(nn.Module):
         return result
 
 
-def _stage(
+def _layers(
     block: type[BasicBlock | Bottleneck],
-    cin: int,
-    planes: int,
-    n: int,
+    depths: tuple[int, ...],
+    width: int,
     *,
-    dilation: tuple[int, int],
-    stride: int,
+    output_stride: int,
     norm: str,
-) -> nn.Sequential:
-    """``n`` blocks; ``dilation = (d_first, d)``: the strided conv's and the others' dilation."""
-    first, d = dilation
-    blocks = [block(cin, planes, stride=stride, dilation=d, first_dilation=first, norm=norm)]
-    cout = planes * block.expansion
-    blocks += [block(cout, planes, dilation=d, first_dilation=d, norm=norm) for _ in range(n - 1)]
-    return nn.Sequential(*blocks)
+) -> tuple[list[nn.Sequential], tuple[int, ...]]:
+    """layer1..layer4 and their strides; the last 1 (OS 16) or 2 (OS 8) stages dilate.
+
+    In a dilated stage, the first block's formerly strided conv keeps the previous dilation
+    (``first``) and every other 3×3 conv gets the stage's (``d``).
+    """
+    dilated = {32: 0, 16: 1, 8: 2}[output_stride]
+    cin, d, stride_so_far = width, 1, 4
+    layers, strides = [], []
+    for k, n in enumerate(depths):
+        dilate = k >= 4 - dilated
+        first, stride = d, (1 if k == 0 or dilate else 2)
+        d *= 2 if dilate else 1
+        planes = width * 2**k
+        blocks = [block(cin, planes, stride=stride, dilation=d, first_dilation=first, norm=norm)]
+        cin = planes * block.expansion
+        blocks += [
+            block(cin, planes, dilation=d, first_dilation=d, norm=norm) for _ in range(n - 1)
+        ]
+        layers.append(nn.Sequential(*blocks))
+        stride_so_far *= stride
+        strides.append(stride_so_far)
+    return layers, tuple(strides)
 
 
 class ResNet(Backbone):
@@ -189,25 +211,12 @@ class ResNet(Backbone):
         self.bn1 = make_norm(norm, width)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
-        dilated = {32: 0, 16: 1, 8: 2}[output_stride]  # how many of the last stages dilate
-        cin, dilation, strides = width, 1, [4]
-        layers = []
-        for k, n in enumerate(self.depths):
-            planes = width * 2**k
-            dilate = k > 0 and k >= 4 - dilated
-            first, stride = dilation, (1 if k == 0 or dilate else 2)
-            dilation *= 2 if dilate else 1
-            layers.append(
-                _stage(
-                    self.block, cin, planes, n, dilation=(first, dilation), stride=stride, norm=norm
-                )
-            )
-            cin = planes * self.block.expansion
-            strides.append(strides[-1] * stride)
+        layers, self._scale_strides = _layers(
+            self.block, self.depths, width, output_stride=output_stride, norm=norm
+        )
         self.layer1, self.layer2, self.layer3, self.layer4 = layers
-        self.out_channels = cin
+        self.out_channels = width * 8 * self.block.expansion
         self.output_stride = output_stride
-        self._scale_strides = tuple(strides[1:])
         init_kaiming(self)
 
     def stem(self, x: Tensor) -> Tensor:
@@ -260,6 +269,7 @@ class ResNet18(ResNet):
         output_stride, norm, width, weights: see :class:`ResNetConfig`.
 
     Example:
+        >>> import torch
         >>> net = ResNet18(width=8, output_stride=8)
         >>> net(torch.zeros(1, 3, 64, 64)).shape
         torch.Size([1, 64, 8, 8])

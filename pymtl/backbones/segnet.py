@@ -91,6 +91,7 @@ class SegNet(Backbone):
         width, weights: see :class:`SegNetConfig`.
 
     Example:
+        >>> import torch
         >>> net = SegNet(width=8)
         >>> net(torch.zeros(1, 3, 64, 96)).shape
         torch.Size([1, 8, 64, 96])

@@ -61,8 +61,10 @@ def store_baseline(config: RunConfig, registry: Registry, record: BaselineResult
     path = baseline_file(config, registry)
     records = {r.seed: r for r in load_baselines(path)}
     records[record.seed] = record
-    payload = {"setting": _setting(config, registry),
-               "results": [records[s].to_dict() for s in sorted(records)]}
+    payload = {
+        "setting": _setting(config, registry),
+        "results": [records[s].to_dict() for s in sorted(records)],
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(payload, indent=2))
@@ -76,6 +78,8 @@ def mean_results(records: list[BaselineResult]) -> dict[str, dict[str, float]]:
     for task in records[0].metrics:
         out[task] = {}
         for metric in records[0].metrics[task]:
-            values = [r.metrics[task][metric] for r in records if math.isfinite(r.metrics[task][metric])]
+            values = [
+                r.metrics[task][metric] for r in records if math.isfinite(r.metrics[task][metric])
+            ]
             out[task][metric] = sum(values) / len(values) if values else math.nan
     return out

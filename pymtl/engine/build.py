@@ -18,7 +18,7 @@ from pymtl.data.base import Dataset
 from pymtl.errors import ConfigError
 from pymtl.plugins import Registry
 
-__all__ = ["build_dataset", "build_model", "build_balancer", "build_optimizer", "config_hash"]
+__all__ = ["build_balancer", "build_dataset", "build_model", "build_optimizer", "config_hash"]
 
 
 def config_hash(config: RunConfig, registry: Registry) -> str:

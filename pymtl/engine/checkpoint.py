@@ -23,8 +23,18 @@ from pymtl.errors import PymtlError
 __all__ = ["FORMAT", "CheckpointError", "load_checkpoint", "save_checkpoint"]
 
 FORMAT = "pymtl-checkpoint-1"
-_REQUIRED = ("format", "config_hash", "epoch", "step_in_epoch", "global_step", "model",
-             "optimizer", "scheduler", "balancer", "rng")
+_REQUIRED = (
+    "format",
+    "config_hash",
+    "epoch",
+    "step_in_epoch",
+    "global_step",
+    "model",
+    "optimizer",
+    "scheduler",
+    "balancer",
+    "rng",
+)
 
 
 class CheckpointError(PymtlError):
@@ -68,7 +78,9 @@ def load_checkpoint(path: str | Path, *, config_hash: str | None = None) -> dict
         ) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         got = state.get("format") if isinstance(state, dict) else type(state).__name__
-        raise CheckpointError(f"{str(path)!r} is not a pymtl checkpoint (format {got!r}, expected {FORMAT!r})")
+        raise CheckpointError(
+            f"{str(path)!r} is not a pymtl checkpoint (format {got!r}, expected {FORMAT!r})"
+        )
     missing = [k for k in _REQUIRED if k not in state]
     if missing:
         raise CheckpointError(f"checkpoint {str(path)!r} lacks {', '.join(missing)}")

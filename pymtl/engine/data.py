@@ -19,8 +19,15 @@ __all__ = ["epoch_batches", "loader"]
 
 
 def epoch_batches(
-    n: int, batch_size: int, *, seed: int, epoch: int, shuffle: bool = True,
-    rank: int = 0, world: int = 1, drop_last: bool = True,
+    n: int,
+    batch_size: int,
+    *,
+    seed: int,
+    epoch: int,
+    shuffle: bool = True,
+    rank: int = 0,
+    world: int = 1,
+    drop_last: bool = True,
 ) -> list[list[int]]:
     """Index lists of epoch ``epoch`` for process ``rank`` of ``world``."""
     if shuffle:
@@ -32,17 +39,16 @@ def epoch_batches(
     batches = [order[i : i + batch_size] for i in range(0, stop, batch_size)]
     if world > 1:
         if batch_size % world:
-            raise ValueError(
-                f"batch size {batch_size} is not divisible by the {world} processes"
-            )
+            raise ValueError(f"batch size {batch_size} is not divisible by the {world} processes")
         batches = [b[rank::world] for b in batches]
     return batches
 
 
-def loader(dataset: Dataset, batches: list[list[int]], *, workers: int = 0) -> DataLoader[dict[str, torch.Tensor]]:
+def loader(
+    dataset: Dataset, batches: list[list[int]], *, workers: int = 0
+) -> DataLoader[dict[str, torch.Tensor]]:
     """A DataLoader yielding exactly ``batches`` (collated dicts)."""
-    return DataLoader(dataset, batch_sampler=batches, num_workers=workers,
-                      persistent_workers=False)
+    return DataLoader(dataset, batch_sampler=batches, num_workers=workers, persistent_workers=False)
 
 
 def take(it: Iterator[dict[str, torch.Tensor]], n: int) -> Iterator[dict[str, torch.Tensor]]:

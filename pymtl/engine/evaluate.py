@@ -15,8 +15,13 @@ __all__ = ["evaluate"]
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, batches: Iterable[Mapping[str, Tensor]], tasks: Sequence[Task], *,
-    device: torch.device, progress: bool = False, total: int | None = None,
+    model: nn.Module,
+    batches: Iterable[Mapping[str, Tensor]],
+    tasks: Sequence[Task],
+    *,
+    device: torch.device,
+    progress: bool = False,
+    total: int | None = None,
 ) -> dict[str, dict[str, float]]:
     """Metrics of ``model`` over ``batches``: ``{task: {metric: value}}``."""
     was_training = model.training

@@ -9,6 +9,7 @@ stored single-task baselines when they exist) and plots. The run directory holds
 
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -37,24 +38,41 @@ def _rank_world() -> tuple[int, int]:
     return 0, 1
 
 
-def _prepare_dir(out: Path, config_text: str, resume: bool) -> None:
+def _prepare_dir(out: Path, config_text: str, resume: bool, overwrite: bool) -> None:
     checkpoint = out / "checkpoints" / "last.pt"
     if resume:
         if not checkpoint.is_file():
             raise PymtlError(f"--resume: no checkpoint at {checkpoint}")
         return
     if (out / "metrics.jsonl").exists() or checkpoint.exists():
-        raise PymtlError(f"run directory {str(out)!r} already holds a run; use --resume to "
-                         "continue it or choose another --out")
+        if not overwrite:
+            raise PymtlError(
+                f"run directory {str(out)!r} already holds a run; use --resume "
+                "to continue it, --overwrite to replace it, or another --out"
+            )
+        if not (out / "config.toml").is_file():
+            raise PymtlError(
+                f"--overwrite: {str(out)!r} does not look like a run directory "
+                "(no config.toml); not deleting it"
+            )
+        shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.toml").write_text(config_text)
 
 
 def train(
-    config: RunConfig, out: str | Path, *, resume: bool = False,
-    registry: Registry | None = None, progress: bool | None = None,
+    config: RunConfig,
+    out: str | Path,
+    *,
+    resume: bool = False,
+    registry: Registry | None = None,
+    progress: bool | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Train ``config`` into the run directory ``out``; returns the ``metrics.json`` record."""
+    """Train ``config`` into the run directory ``out``; returns the ``metrics.json`` record.
+
+    ``resume`` continues from ``out``'s checkpoint; ``overwrite`` replaces a finished run.
+    """
     registry = registry or get_registry()
     out = Path(out)
     rank, world = _rank_world()
@@ -63,7 +81,7 @@ def train(
     device = torch.device(config.device)
     digest = build.config_hash(config, registry)
     if main:
-        _prepare_dir(out, dump_toml(config, registry), resume)
+        _prepare_dir(out, dump_toml(config, registry), resume, overwrite)
     torch.manual_seed(config.seed)
     train_set = build.build_dataset(config, registry, "train")
     eval_set = build.build_dataset(config, registry, config.train.eval_split)
@@ -73,7 +91,9 @@ def train(
     per_epoch = len(epoch_batches(len(train_set), t.batch_size, seed=0, epoch=0, shuffle=False))
     per_epoch = min(per_epoch, t.steps_per_epoch) if t.steps_per_epoch else per_epoch
     if per_epoch == 0:
-        raise PymtlError(f"train split has {len(train_set)} samples, fewer than one batch of {t.batch_size}")
+        raise PymtlError(
+            f"train split has {len(train_set)} samples, fewer than one batch of {t.batch_size}"
+        )
     optimizer, scheduler = build.build_optimizer(config, model, balancer, per_epoch * t.epochs)
     if t.compile:
         model.compile()
@@ -96,27 +116,50 @@ def train(
 
     def checkpoint(ep: int, in_epoch: int) -> None:
         if main:
-            save_checkpoint(out / "checkpoints" / "last.pt", {
-                "config_hash": digest, "epoch": ep, "step_in_epoch": in_epoch,
-                "global_step": global_step, "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "balancer": balancer.state_dict(), "rng": {"torch": torch.get_rng_state()},
-                "epoch_sums": sums if in_epoch else torch.zeros_like(sums),
-            })
+            save_checkpoint(
+                out / "checkpoints" / "last.pt",
+                {
+                    "config_hash": digest,
+                    "epoch": ep,
+                    "step_in_epoch": in_epoch,
+                    "global_step": global_step,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "balancer": balancer.state_dict(),
+                    "rng": {"torch": torch.get_rng_state()},
+                    "epoch_sums": sums if in_epoch else torch.zeros_like(sums),
+                },
+            )
 
     writer = _tensorboard(out) if main else None
     started, images = time.perf_counter(), 0
-    eval_batches = epoch_batches(len(eval_set), t.eval_batch_size or t.batch_size, seed=0,
-                                 epoch=0, shuffle=False, drop_last=False)
+    eval_batches = epoch_batches(
+        len(eval_set),
+        t.eval_batch_size or t.batch_size,
+        seed=0,
+        epoch=0,
+        shuffle=False,
+        drop_last=False,
+    )
     while epoch < t.epochs:
         if hasattr(train_set, "set_epoch"):
             train_set.set_epoch(epoch)
-        batches = epoch_batches(len(train_set), t.batch_size, seed=config.seed, epoch=epoch,
-                                rank=rank, world=world)[:per_epoch]
-        bar = tqdm(total=per_epoch, initial=skip, desc=f"epoch {epoch + 1}/{t.epochs}",
-                   unit="step", disable=not progress, leave=False)
+        batches = epoch_batches(
+            len(train_set), t.batch_size, seed=config.seed, epoch=epoch, rank=rank, world=world
+        )[:per_epoch]
+        bar = tqdm(
+            total=per_epoch,
+            initial=skip,
+            desc=f"epoch {epoch + 1}/{t.epochs}",
+            unit="step",
+            disable=not progress,
+            leave=False,
+        )
         model.train()
-        for i, batch in enumerate(loader(train_set, batches[skip:], workers=t.num_workers), start=skip):
+        for i, batch in enumerate(
+            loader(train_set, batches[skip:], workers=t.num_workers), start=skip
+        ):
             batch = {k: v.to(device) for k, v in batch.items()}
             zero_grad(model)
             zero_grad(balancer)
@@ -124,7 +167,9 @@ def train(
                 with autocast:
                     result = step(batch)
             except PymtlError as exc:
-                raise type(exc)(f"{exc} at epoch {epoch + 1}, step {i + 1} (global step {global_step + 1})") from None
+                raise type(exc)(
+                    f"{exc} at epoch {epoch + 1}, step {i + 1} (global step {global_step + 1})"
+                ) from None
             if t.grad_clip:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
             optimizer.step()
@@ -146,10 +191,25 @@ def train(
         epoch += 1
         epoch_sums, sums = sums, torch.zeros_like(sums)
         if main:
-            metrics = evaluate(model, loader(eval_set, eval_batches), train_set.tasks,
-                               device=device, progress=progress, total=len(eval_batches))
-            record = _epoch_record(epoch, global_step, started, images, epoch_sums, names,
-                                   scheduler, t.eval_split, metrics)
+            metrics = evaluate(
+                model,
+                loader(eval_set, eval_batches),
+                train_set.tasks,
+                device=device,
+                progress=progress,
+                total=len(eval_batches),
+            )
+            record = _epoch_record(
+                epoch,
+                global_step,
+                started,
+                images,
+                epoch_sums,
+                names,
+                scheduler,
+                t.eval_split,
+                metrics,
+            )
             rundir.append_jsonl(out / "metrics.jsonl", record)
             _log_epoch(writer, record, train_set.tasks, t.epochs)
         checkpoint(epoch, 0)
@@ -157,17 +217,35 @@ def train(
         writer.close()
     if not main:
         return {}
-    return summarize(config, registry, out, train_set.tasks, digest,
-                     wall=time.perf_counter() - started, images=images)
+    return summarize(
+        config,
+        registry,
+        out,
+        train_set.tasks,
+        digest,
+        wall=time.perf_counter() - started,
+        images=images,
+    )
 
 
-def _epoch_record(epoch: int, global_step: int, started: float, images: int,
-                  sums: torch.Tensor, names: tuple[str, ...], scheduler: Any, split: str,
-                  metrics: dict[str, dict[str, float]]) -> dict[str, Any]:
+def _epoch_record(
+    epoch: int,
+    global_step: int,
+    started: float,
+    images: int,
+    sums: torch.Tensor,
+    names: tuple[str, ...],
+    scheduler: Any,
+    split: str,
+    metrics: dict[str, dict[str, float]],
+) -> dict[str, Any]:
     count = sums[2].clamp_min(1)
     elapsed = time.perf_counter() - started
     return {
-        "epoch": epoch, "step": global_step, "time_s": elapsed, "split": split,
+        "epoch": epoch,
+        "step": global_step,
+        "time_s": elapsed,
+        "split": split,
         "train": {
             "loss": dict(zip(names, (sums[0] / count).tolist(), strict=True)),
             "weights": dict(zip(names, (sums[1] / count).tolist(), strict=True)),
@@ -184,14 +262,17 @@ def _log_epoch(writer: Any, record: dict[str, Any], tasks: Any, epochs: int) -> 
         for task, values in record["metrics"].items():
             for name, value in values.items():
                 writer.add_scalar(f"{record['split']}/{task}/{name}", value, record["step"])
-    line = " ".join(f"{t.name}.{t.primary}={record['metrics'][t.name][t.primary]:.4g}"
-                    for t in tasks)
-    tqdm.write(f"epoch {record['epoch']}/{epochs} loss {record['train']['total_loss']:.4g} "
-               f"{line} ({record['train']['images_per_s']:.0f} img/s)", file=sys.stderr)
+    line = " ".join(
+        f"{t.name}.{t.primary}={record['metrics'][t.name][t.primary]:.4g}" for t in tasks
+    )
+    tqdm.write(
+        f"epoch {record['epoch']}/{epochs} loss {record['train']['total_loss']:.4g} "
+        f"{line} ({record['train']['images_per_s']:.0f} img/s)",
+        file=sys.stderr,
+    )
 
 
 def _tensorboard(out: Path) -> Any:
     from tensorboardX import SummaryWriter
 
     return SummaryWriter(logdir=str(out / "tb"), flush_secs=10)
-

@@ -39,6 +39,9 @@ def truncate_jsonl(path: Path, *, max_epoch: int) -> None:
     """Drop lines past ``max_epoch`` (a resumed run rewrites the epochs it repeats)."""
     if not path.is_file():
         return
-    keep = [line for line in path.read_text().splitlines()
-            if line.strip() and json.loads(line).get("epoch", 0) <= max_epoch]
+    keep = [
+        line
+        for line in path.read_text().splitlines()
+        if line.strip() and json.loads(line).get("epoch", 0) <= max_epoch
+    ]
     path.write_text("".join(line + "\n" for line in keep))

@@ -24,29 +24,49 @@ from pymtl.plugins import Registry
 __all__ = ["evaluate_run", "train_baselines"]
 
 
-def evaluate_run(run: Path, registry: Registry, *, split: str = "test",
-                 progress: bool = False) -> dict[str, Any]:
+def evaluate_run(
+    run: Path, registry: Registry, *, split: str = "test", progress: bool = False
+) -> dict[str, Any]:
     """Evaluate a run's last checkpoint on ``split``; writes ``RUN/eval-<split>.json``."""
     config_path = run / "config.toml"
     if not config_path.is_file():
         raise PymtlError(f"{str(run)!r} is not a run directory (no config.toml)")
     config = load_config(config_path, registry)
-    state = load_checkpoint(run / "checkpoints" / "last.pt",
-                            config_hash=build.config_hash(config, registry))
+    state = load_checkpoint(
+        run / "checkpoints" / "last.pt", config_hash=build.config_hash(config, registry)
+    )
     dataset = build.build_dataset(config, registry, split)
     model = build.build_model(config, registry, dataset).to(torch.device(config.device))
     model.load_state_dict(state["model"])
     t = config.train
-    batches = epoch_batches(len(dataset), t.eval_batch_size or t.batch_size, seed=0, epoch=0,
-                            shuffle=False, drop_last=False)
-    metrics = evaluate(model, loader(dataset, batches), dataset.tasks,
-                       device=torch.device(config.device), progress=progress, total=len(batches))
+    batches = epoch_batches(
+        len(dataset),
+        t.eval_batch_size or t.batch_size,
+        seed=0,
+        epoch=0,
+        shuffle=False,
+        drop_last=False,
+    )
+    metrics = evaluate(
+        model,
+        loader(dataset, batches),
+        dataset.tasks,
+        device=torch.device(config.device),
+        progress=progress,
+        total=len(batches),
+    )
     record = {
-        "run": run.name, "dataset": config.dataset.name if config.dataset else None,
-        "arch": config.arch.name if config.arch else None, "balancer": config.balancer.name,
-        "seed": config.seed, "split": split, "epochs": state["epoch"],
-        "tasks": {t.name: {"primary": t.primary, "higher_is_better": t.metric().higher_is_better}
-                  for t in dataset.tasks},
+        "run": run.name,
+        "dataset": config.dataset.name if config.dataset else None,
+        "arch": config.arch.name if config.arch else None,
+        "balancer": config.balancer.name,
+        "seed": config.seed,
+        "split": split,
+        "epochs": state["epoch"],
+        "tasks": {
+            t.name: {"primary": t.primary, "higher_is_better": t.metric().higher_is_better}
+            for t in dataset.tasks
+        },
         "metrics": metrics,
         "delta": delta_against_baselines(config, registry, dataset.tasks, metrics),
     }
@@ -62,17 +82,25 @@ def baseline_config(config: RunConfig) -> RunConfig:
     options = SingleTaskConfig()
     if config.arch is not None and config.arch.options is not None:
         shared = {f.name for f in attrs.fields(SingleTaskConfig)}
-        given = {f.name: getattr(config.arch.options, f.name)
-                 for f in attrs.fields(type(config.arch.options)) if f.name in shared}
+        given = {
+            f.name: getattr(config.arch.options, f.name)
+            for f in attrs.fields(type(config.arch.options))
+            if f.name in shared
+        }
         options = SingleTaskConfig(**given)
     from pymtl.balancers.ew import EqualWeightsConfig
 
-    return attrs.evolve(config, arch=ArchSection(name="stl", options=options),
-                        balancer=BalancerSection(name="ew", options=EqualWeightsConfig()),
-                        distill=None)
+    return attrs.evolve(
+        config,
+        arch=ArchSection(name="stl", options=options),
+        balancer=BalancerSection(name="ew", options=EqualWeightsConfig()),
+        distill=None,
+    )
 
 
-def train_baselines(config: RunConfig, registry: Registry, seeds: Sequence[int], root: Path) -> Path:
+def train_baselines(
+    config: RunConfig, registry: Registry, seeds: Sequence[int], root: Path
+) -> Path:
     """Train ``stl`` for each seed (finished seeds are skipped) and store the results."""
     base = baseline_config(config)
     path = baselines.baseline_file(base, registry)
@@ -89,9 +117,18 @@ def train_baselines(config: RunConfig, registry: Registry, seeds: Sequence[int],
         else:
             resume = (out / "checkpoints" / "last.pt").is_file()
             record = train(cfg, out, resume=resume, registry=registry)
-        metrics = {t: {k: (float("nan") if v is None else v) for k, v in m.items()}
-                   for t, m in record["metrics"].items()}
-        path = baselines.store_baseline(cfg, registry, BaselineResult(
-            metrics=metrics, seed=seed, config_hash=build.config_hash(cfg, registry),
-            source=str(out)))
+        metrics = {
+            t: {k: (float("nan") if v is None else v) for k, v in m.items()}
+            for t, m in record["metrics"].items()
+        }
+        path = baselines.store_baseline(
+            cfg,
+            registry,
+            BaselineResult(
+                metrics=metrics,
+                seed=seed,
+                config_hash=build.config_hash(cfg, registry),
+                source=str(out),
+            ),
+        )
     return path

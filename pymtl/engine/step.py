@@ -114,9 +114,9 @@ class TrainStep:
             total.backward()
         elif needs in _REPRESENTATION:
             weights = self._gradient_step(losses, seen, [z_leaf], representation=True)
-            z.backward(z_leaf.grad)
+            z.backward(z_leaf.grad)  # type: ignore[no-untyped-call]
         else:
-            weights = self._gradient_step(losses, seen, self.shared, representation=False)
+            weights = self._gradient_step(losses, seen, list(self.shared), representation=False)
         _average([p.grad for p in self.model.parameters() if p.grad is not None])
         return StepResult(losses=losses.detach(), weights=weights)
 
@@ -128,21 +128,28 @@ class TrainStep:
             values.append(task.loss(outputs[task.name], batch[task.name], labelled))
         losses = torch.stack(values)
         if not torch.isfinite(losses).all():
-            bad = [f"{t.name}={v:g}" for t, v in zip(self.tasks, losses.tolist(), strict=True)
-                   if not torch.isfinite(torch.tensor(v))]
+            bad = [
+                f"{t.name}={v:g}"
+                for t, v in zip(self.tasks, losses.tolist(), strict=True)
+                if not torch.isfinite(torch.tensor(v))
+            ]
             raise NonFiniteLossError(f"non-finite loss: {', '.join(bad)}")
         return losses
 
     def _gradient_step(
-        self, losses: Tensor, seen: Tensor, wrt: list[Tensor], *, representation: bool
+        self, losses: Tensor, seen: Tensor, wrt: Sequence[Tensor], *, representation: bool
     ) -> Weights:
         rows = []
         for t in range(len(self.tasks)):
             grads = torch.autograd.grad(losses[t], wrt, retain_graph=True, allow_unused=True)
-            rows.append(torch.cat([
-                (g if g is not None else torch.zeros_like(p)).reshape(-1)
-                for g, p in zip(grads, wrt, strict=True)
-            ]))
+            rows.append(
+                torch.cat(
+                    [
+                        (g if g is not None else torch.zeros_like(p)).reshape(-1)
+                        for g, p in zip(grads, wrt, strict=True)
+                    ]
+                )
+            )
         J = torch.stack(rows)
         if representation:
             # Z is split by sample across processes: the global J_Z stacks the local ones, each
@@ -154,14 +161,14 @@ class TrainStep:
             _average([J])  # the Gram of rank-averaged gradients (SPEC-methods §0.1)
             G = gram(J) if self.balancer.needs in _GRAM else J
         if self.balancer.needs in _GRAM:
-            weights = self.balancer(seen, gram=G)
+            weights: Weights = self.balancer(seen, gram=G)
         else:
             weights = self.balancer(seen, jacobian=J)
         # task-specific parameters: s_t ∇θ_t L_t (shared ones are overwritten just below)
         task_total = (weights.task.to(losses) * losses).sum()
         if weights.aux_loss is not None:
             task_total = task_total + weights.aux_loss
-        task_total.backward()
+        task_total.backward()  # type: ignore[no-untyped-call]
         combined = weights.shared.to(J) @ J
         offset = 0
         for p in wrt:

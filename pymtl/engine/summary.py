@@ -19,7 +19,9 @@ __all__ = ["delta_against_baselines", "results_table", "summarize"]
 
 
 def delta_against_baselines(
-    config: RunConfig, registry: Registry, tasks: Sequence[Task],
+    config: RunConfig,
+    registry: Registry,
+    tasks: Sequence[Task],
     metrics: dict[str, dict[str, float]],
 ) -> dict[str, Any] | None:
     """Δ_MTL of ``metrics`` against the stored baselines of this setting (None: none stored)."""
@@ -38,29 +40,48 @@ def delta_against_baselines(
         "per_task": delta_per_task(metrics, base, directions, primary=primary),
         "per_metric": delta_per_metric(metrics, base, directions, metrics=chosen),
         "task_then_metric": delta_task_then_metric(metrics, base, directions, metrics=chosen),
-        "baseline": {"source": str(path), "seeds": [r.seed for r in records],
-                     "metrics": {t.name: base[t.name] for t in tasks}},
+        "baseline": {
+            "source": str(path),
+            "seeds": [r.seed for r in records],
+            "metrics": {t.name: base[t.name] for t in tasks},
+        },
     }
 
 
 def summarize(
-    config: RunConfig, registry: Registry, out: Path, tasks: Sequence[Task], digest: str, *,
-    wall: float, images: int,
+    config: RunConfig,
+    registry: Registry,
+    out: Path,
+    tasks: Sequence[Task],
+    digest: str,
+    *,
+    wall: float,
+    images: int,
 ) -> dict[str, Any]:
     """Write ``metrics.json`` from the last evaluation and the plots; return the record."""
     lines = (out / "metrics.jsonl").read_text().splitlines()
     last = json.loads(lines[-1])
-    metrics = {task: {k: (float("nan") if v is None else v) for k, v in values.items()}
-               for task, values in last["metrics"].items()}
+    metrics = {
+        task: {k: (float("nan") if v is None else v) for k, v in values.items()}
+        for task, values in last["metrics"].items()
+    }
     record = {
-        "run": out.name, "dataset": config.dataset.name if config.dataset else None,
-        "arch": config.arch.name if config.arch else None, "balancer": config.balancer.name,
-        "distill": config.distill.name if config.distill else None, "seed": config.seed,
-        "split": last["split"], "epochs": last["epoch"], "wall_time_s": wall,
-        "images_per_s": images / max(wall, 1e-9), "pymtl_version": pymtl.__version__,
+        "run": out.name,
+        "dataset": config.dataset.name if config.dataset else None,
+        "arch": config.arch.name if config.arch else None,
+        "balancer": config.balancer.name,
+        "distill": config.distill.name if config.distill else None,
+        "seed": config.seed,
+        "split": last["split"],
+        "epochs": last["epoch"],
+        "wall_time_s": wall,
+        "images_per_s": images / max(wall, 1e-9),
+        "pymtl_version": pymtl.__version__,
         "config_hash": digest,
-        "tasks": {t.name: {"primary": t.primary, "higher_is_better": t.metric().higher_is_better}
-                  for t in tasks},
+        "tasks": {
+            t.name: {"primary": t.primary, "higher_is_better": t.metric().higher_is_better}
+            for t in tasks
+        },
         "metrics": metrics,
         "delta": delta_against_baselines(config, registry, tasks, metrics),
     }
@@ -86,17 +107,26 @@ def results_table(record: dict[str, Any]) -> str:
         for i, m in enumerate(order):
             arrow = "↑" if info["higher_is_better"].get(m, True) else "↓"
             value = record["metrics"][task][m]
-            rows.append((task if i == 0 else "", f"{m} {arrow}", f"{value:.4f}",
-                         "primary" if i == 0 else ""))
+            rows.append(
+                (
+                    task if i == 0 else "",
+                    f"{m} {arrow}",
+                    f"{value:.4f}",
+                    "primary" if i == 0 else "",
+                )
+            )
     widths = [max(len(r[c]) for r in rows) for c in range(4)]
-    text = "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-                     for r in rows)
+    text = "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows
+    )
     delta = record.get("delta")
     if delta and "error" not in delta:
-        text += (f"\nΔ_MTL per-task {delta['per_task']:+.2f}% (↑), per-metric "
-                 f"{delta['per_metric']:+.2f}% (↓), task-then-metric "
-                 f"{delta['task_then_metric']:+.2f}% (↑) vs {delta['baseline']['source']} "
-                 f"(seeds {delta['baseline']['seeds']})")
+        text += (
+            f"\nΔ_MTL per-task {delta['per_task']:+.2f}% (↑), per-metric "
+            f"{delta['per_metric']:+.2f}% (↓), task-then-metric "
+            f"{delta['task_then_metric']:+.2f}% (↑) vs {delta['baseline']['source']} "
+            f"(seeds {delta['baseline']['seeds']})"
+        )
     elif delta:
         text += f"\nΔ_MTL not computed: {delta['error']}"
     else:

@@ -3,18 +3,18 @@
 Reference: SPEC-data §2.8 [pymtl] ("report Δ mean ± std over seeds"; Δ variants and their
 directions as in :mod:`pymtl.evaluation.delta`). A method is the ``(arch, balancer, distill)``
 of a run together with the options of its ``[arch]``, ``[balancer]``, ``[distill]`` and
-``[train]`` sections; runs of one method differ only in their seed. Statistics are the mean
-and the sample standard deviation (ddof = 1, NaN for one seed) over a method's seeds; Δ_MTL is
-read from each run's ``metrics.json`` (computed there against the stored baseline of that
-seed). Runs are comparable only when they used the same dataset (name and options, except
-where it is stored: ``root``, ``cache_dir``), the same evaluation split and the same tasks with
-the same primary metrics; otherwise :func:`compare_runs` refuses, naming runs and differences.
-Runs with the same seed use the same dataset ``seed`` too.
+``[train]`` sections (except ``NOT_IDENTITY``); runs of one method differ only in their seed.
+Statistics are the mean and the sample standard deviation (ddof = 1, NaN for one seed) over a
+method's seeds. Δ_MTL is read from each run's ``metrics.json``, where the training engine
+computed it against the stored single-task baseline named in ``delta.baseline``. Runs are
+comparable only when they used the same dataset (name and options, except where it is stored:
+``root``, ``cache_dir``), the same evaluation split and the same tasks with the same primary
+metrics; otherwise :func:`compare_runs` refuses, naming runs and differences. Runs with the
+same seed must also use the same dataset ``seed``.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -53,6 +53,9 @@ DELTA_VARIANTS = {
 
 METHOD_SECTIONS = ("arch", "balancer", "distill", "train")
 """Config sections whose options are part of a method's identity."""
+
+NOT_IDENTITY = frozenset({"train.checkpoint_every", "train.num_workers", "train.eval_batch_size"})
+"""Options of those sections that do not change what is trained or measured."""
 
 
 @attrs.frozen(kw_only=True)
@@ -138,7 +141,9 @@ def compare_runs(run_dirs: Iterable[str | Path | Run]) -> Comparison:
     primary = {t: metric for t, (metric, _) in declared[0].items()}
     higher = {t: hib for t, (_, hib) in declared[0].items()}
     groups = _group(runs)
-    methods = tuple(_method_result(label, members, primary) for label, members in groups.items())
+    methods = tuple(
+        _method_result(label, members, primary=primary) for label, members in groups.items()
+    )
     paired = set.intersection(*(set(m.runs) for m in methods))
     return Comparison(
         dataset=dataset_of(runs[0])[0],
@@ -148,7 +153,7 @@ def compare_runs(run_dirs: Iterable[str | Path | Run]) -> Comparison:
         higher_is_better=higher,
         methods=methods,
         paired_seeds=tuple(sorted(paired)),
-        notes=tuple(_notes(methods, runs, paired)),
+        notes=tuple(_notes(methods, runs, paired=paired)),
     )
 
 
@@ -168,11 +173,14 @@ def profile_problems(
 
 def _group(runs: Sequence[Run]) -> dict[str, dict[int, Run]]:
     """``{label: {seed: run}}`` in first-seen order; a repeated (method, seed) is an error."""
-    groups: dict[str, tuple[dict[str, Any], dict[int, Run]]] = {}
+    groups: list[tuple[tuple[str, str, str | None], dict[str, Any], dict[int, Run]]] = []
     for run in runs:
-        opts = flatten({k: run.config.get(k) for k in METHOD_SECTIONS})
-        key = json.dumps([run.method, sorted(opts.items())], default=str)
-        members = groups.setdefault(key, (opts, {}))[1]
+        sections = flatten({k: run.config.get(k) for k in METHOD_SECTIONS})
+        opts = {k: v for k, v in sections.items() if k not in NOT_IDENTITY}
+        same = [g for g in groups if g[0] == run.method and g[1] == opts]
+        members = same[0][2] if same else {}
+        if not same:
+            groups.append((run.method, opts, members))
         if run.seed in members:
             raise ComparisonError(
                 f"runs {members[run.seed].path} and {run.path} are the same method "
@@ -180,16 +188,14 @@ def _group(runs: Sequence[Run]) -> dict[str, dict[int, Run]]:
                 "(expected one run per method and seed)"
             )
         members[run.seed] = run
-    options = [(next(iter(m.values())).method, opts) for opts, m in groups.values()]
-    return {
-        _label(method, opts, options): members
-        for (method, opts), (_, members) in zip(options, groups.values(), strict=True)
-    }
+    every = [(method, opts) for method, opts, _ in groups]
+    return {_label(method, opts, every=every): members for method, opts, members in groups}
 
 
 def _label(
     method: tuple[str, str, str | None],
     opts: Mapping[str, Any],
+    *,
     every: Sequence[tuple[tuple[str, str, str | None], Mapping[str, Any]]],
 ) -> str:
     """``arch+balancer[+distill]``, plus the options that differ from same-named methods."""
@@ -198,11 +204,12 @@ def _label(
     if len(twins) == 1:
         return label
     keys = sorted({d.split(":")[0] for other in twins for d in differences(opts, other)})
-    return f"{label} ({', '.join(f'{k}={opts.get(k, None)!r}' for k in keys)})"
+    shown = (f"{k}={opts[k]!r}" if k in opts else f"{k} unset" for k in keys)
+    return f"{label} ({', '.join(shown)})"
 
 
 def _method_result(
-    label: str, members: Mapping[int, Run], primary: Mapping[str, str]
+    label: str, members: Mapping[int, Run], *, primary: Mapping[str, str]
 ) -> MethodResult:
     per_task: dict[str, dict[int, float]] = {t: {} for t in primary}
     per_variant: dict[str, dict[int, float]] = {}
@@ -231,7 +238,7 @@ def _method_result(
     )
 
 
-def _notes(methods: Sequence[MethodResult], runs: Sequence[Run], paired: set[int]) -> list[str]:
+def _notes(methods: Sequence[MethodResult], runs: Sequence[Run], *, paired: set[int]) -> list[str]:
     notes = []
     for m in methods:
         if set(m.runs) - paired:
@@ -240,12 +247,9 @@ def _notes(methods: Sequence[MethodResult], runs: Sequence[Run], paired: set[int
                 f"{m.label}: seed(s) {extra} not run by every method (left out of the "
                 "performance profile)"
             )
-        missing = [s for s in m.seeds if not any(s in st.per_seed for st in m.delta.values())]
-        if missing:
-            notes.append(
-                f"{m.label}: no Δ_MTL for seed(s) {', '.join(map(str, missing))} "
-                "(no baseline when the run was evaluated)"
-            )
+        gaps = _delta_gaps(m, {run.path: run for run in runs})
+        if gaps:
+            notes.append(f"{m.label}: no Δ_MTL for {'; '.join(gaps)}")
     sources = {
         str(s["delta"]["baseline"].get("source"))
         for s in (r.require_summary() for r in runs)
@@ -256,3 +260,14 @@ def _notes(methods: Sequence[MethodResult], runs: Sequence[Run], paired: set[int
             f"Δ_MTL was computed against different baselines: {', '.join(sorted(sources))}"
         )
     return notes
+
+
+def _delta_gaps(method: MethodResult, runs: Mapping[Path, Run]) -> list[str]:
+    """``"seed S (why)"`` for each seed of ``method`` whose run has no Δ_MTL."""
+    gaps = []
+    for seed in method.seeds:
+        if not any(seed in stat.per_seed for stat in method.delta.values()):
+            delta = runs[method.runs[seed]].require_summary().get("delta")
+            error = delta.get("error") if isinstance(delta, Mapping) else None
+            gaps.append(f"seed {seed} ({error or 'no stored single-task baseline'})")
+    return gaps

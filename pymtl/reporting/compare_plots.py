@@ -43,8 +43,8 @@ def plot_comparison(
         )
     out = Path(out_dir)
     return [
-        _plot_delta(comparison, variant, out / "compare_delta.png"),
-        _plot_profile(comparison, out / "performance_profile.png"),
+        _plot_delta(comparison, variant, path=out / "compare_delta.png"),
+        _plot_profile(comparison, path=out / "performance_profile.png"),
     ]
 
 
@@ -62,7 +62,7 @@ def _label_width(comparison: Comparison) -> float:
     return max((len(m.label) for m in comparison.methods), default=4)
 
 
-def _plot_delta(comparison: Comparison, variant: str, path: Path) -> Path:
+def _plot_delta(comparison: Comparison, variant: str, *, path: Path) -> Path:
     methods = comparison.methods
     rotate = len(methods) > 4 or _label_width(comparison) > 14
     fig = new_figure(max(6.0, 1.2 * len(methods) + 2.5), 5.0 if rotate else 4.5)
@@ -70,45 +70,42 @@ def _plot_delta(comparison: Comparison, variant: str, path: Path) -> Path:
     arrow = "↑" if DELTA_VARIANTS[variant] else "↓"
     title = variant.replace("_", "-")
     ax.set_title(
-        f"Δ_MTL {title} ({arrow} better) on {comparison.dataset}/{comparison.split}: "
-        "mean ± sample std over seeds"
+        f"Δ_MTL {title} ({arrow} better) on {comparison.dataset}/{comparison.split}\n"
+        "mean ± sample std over seeds (n = seeds with a baseline)"
     )
     stats = [m.delta.get(variant) for m in methods]
     if all(s is None for s in stats):
         no_data(ax, f"no Δ_MTL {title}: none of these runs had a baseline")
         return save_figure(fig, path)
     x = np.arange(len(methods))
-    means = [s.mean if s is not None else 0.0 for s in stats]
+    means = [s.mean if s is not None and math.isfinite(s.mean) else 0.0 for s in stats]
     errors = [s.std if s is not None and math.isfinite(s.std) else 0.0 for s in stats]
     colors = [COLORS[i % len(COLORS)] for i in range(len(methods))]
-    ax.bar(x, means, yerr=errors, capsize=5, color=colors, alpha=0.85, edgecolor="black", lw=0.6)
+    ax.bar(x, means, yerr=errors, capsize=5, color=colors, edgecolor="black", lw=0.6)
     ax.axhline(0.0, color="black", lw=1.0)
     for i, stat in enumerate(stats):
         text = "no Δ" if stat is None else f"{stat.mean:+.2f} (n={stat.n})"
-        top = means[i] + (errors[i] if means[i] >= 0 else -errors[i])
+        up = means[i] >= 0
         ax.annotate(
             text,
-            (x[i], top),
-            xytext=(0, 4 if means[i] >= 0 else -4),
+            (x[i], means[i] + (errors[i] if up else -errors[i])),
+            xytext=(0, 4 if up else -4),
             textcoords="offset points",
             ha="center",
-            va="bottom" if means[i] >= 0 else "top",
+            va="bottom" if up else "top",
             fontsize="small",
         )
-    ax.set_xticks(
-        x,
-        [m.label for m in methods],
-        rotation=30 if rotate else 0,
-        ha="right" if rotate else "center",
-    )
+    labels = [m.label for m in methods]
+    ax.set_xticks(x, labels, rotation=30 if rotate else 0, ha="right" if rotate else "center")
     ax.set_ylabel(f"Δ_MTL {title} (%)")
     ax.margins(y=0.15)
     ax.grid(True, axis="y", alpha=0.3)
     return save_figure(fig, path)
 
 
-def _plot_profile(comparison: Comparison, path: Path) -> Path:
-    fig = new_figure(7.0, 4.8)
+def _plot_profile(comparison: Comparison, *, path: Path) -> Path:
+    outside = len(comparison.methods) > 4  # a long legend goes to the right of the axes
+    fig = new_figure(7.0 + (0.07 * _label_width(comparison) + 1.0 if outside else 0.0), 4.8)
     ax = fig.add_subplot()
     values, higher, problems = profile_problems(comparison)
     ax.set_title(
@@ -137,5 +134,8 @@ def _plot_profile(comparison: Comparison, path: Path) -> Path:
     ax.set_xlabel("τ (performance ratio: best/own if higher is better, own/best if lower)")
     ax.set_ylabel("fraction of problems with ratio ≤ τ")
     ax.grid(True, alpha=0.3)
-    ax.legend(title="method", fontsize="small", loc="best")
+    if outside:
+        ax.legend(title="method", fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    else:
+        ax.legend(title="method", fontsize="small", loc="best")
     return save_figure(fig, path)

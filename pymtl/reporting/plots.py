@@ -70,9 +70,9 @@ def plot_run(run: str | Path | Run, *, out_dir: str | Path | None = None) -> lis
     tasks = _tasks(run)
     colors = {task: COLORS[i % len(COLORS)] for i, task in enumerate(tasks)}
     return [
-        _plot_per_task(run, train, "loss", colors=colors, path=out / "loss.png"),
-        _plot_per_task(run, train, "weights", colors=colors, path=out / "weights.png"),
-        _plot_metrics(run, tasks, out / "metrics.png"),
+        _plot_per_task(run, train, key="loss", colors=colors, path=out / "loss.png"),
+        _plot_per_task(run, train, key="weights", colors=colors, path=out / "weights.png"),
+        _plot_metrics(run, tasks, path=out / "metrics.png"),
     ]
 
 
@@ -128,8 +128,9 @@ def no_data(ax: Axes, text: str) -> None:
     ax.set_yticks([])
 
 
-def _line(ax: Axes, x: Sequence[int], y: Sequence[float], **style: Any) -> None:
+def _line(ax: Axes, xy: tuple[Sequence[int], Sequence[float]], **style: Any) -> None:
     """One series with point markers; a lone point is labelled with its value."""
+    x, y = xy
     ax.plot(x, y, marker="o", ms=4, **style)
     if len(x) == 1 and math.isfinite(y[0]):
         ax.annotate(
@@ -144,20 +145,20 @@ def _line(ax: Axes, x: Sequence[int], y: Sequence[float], **style: Any) -> None:
 
 
 def _plot_per_task(
-    run: Run, train: Mapping[str, Any], key: str, *, colors: Mapping[str, str], path: Path
+    run: Run, train: Mapping[str, Any], *, key: str, colors: Mapping[str, str], path: Path
 ) -> Path:
     """``train.loss`` or ``train.weights`` of every task against the epoch."""
     fig = new_figure(7.0, 4.5)
     ax = fig.add_subplot()
     balancer = run.config.get("balancer", {}).get("name", "?")
-    what = "training loss" if key == "loss" else f"task weights w of balancer {balancer!r}"
-    ax.set_title(f"{run.name}: {what} per task (epoch mean)")
+    what = "training loss per task" if key == "loss" else f"task weights w of balancer {balancer!r}"
+    ax.set_title(f"{run.name}: {what} (epoch mean)")
     values = [v for series in train[key].values() for v in _finite(series)]
     if not values:
         no_data(ax, f"no finite {what} recorded")
         return save_figure(fig, path)
     for task, series in train[key].items():
-        _line(ax, train["epoch"], series, color=colors[task], label=task)
+        _line(ax, (train["epoch"], series), color=colors[task], label=task)
     ylabel = "loss" if key == "loss" else "weight w"
     if key == "loss" and _log_scale(values):
         ax.set_yscale("log")
@@ -174,7 +175,7 @@ def _log_scale(values: Sequence[float]) -> bool:
     return low > 0 and high / low > 10**LOG_DECADES
 
 
-def _plot_metrics(run: Run, tasks: Sequence[str], path: Path) -> Path:
+def _plot_metrics(run: Run, tasks: Sequence[str], *, path: Path) -> Path:
     ncols = min(3, len(tasks)) or 1
     nrows = max(1, math.ceil(len(tasks) / ncols))
     fig = new_figure(5.2 * ncols, 4.4 * nrows)
@@ -183,25 +184,30 @@ def _plot_metrics(run: Run, tasks: Sequence[str], path: Path) -> Path:
     fig.suptitle(f"{run.name}: evaluation metrics on {', '.join(splits)}", fontweight="bold")
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     for ax, task in zip(axes, tasks, strict=False):
-        _task_panel(ax, run, task, splits)
+        _task_panel(ax, run, task=task, splits=splits)
     for ax in axes[len(tasks) :]:
         ax.set_visible(False)
     return save_figure(fig, path)
 
 
-def _task_panel(ax: Axes, run: Run, task: str, splits: Sequence[str]) -> None:
+def _task_panel(ax: Axes, run: Run, *, task: str, splits: Sequence[str]) -> None:
     """One task's metrics: the primary one bold; with more than one epoch, metrics of another
     scale (over 10× apart from the primary) go on a right-hand axis."""
     info = run.summary["tasks"].get(task, {}) if run.summary is not None else {}
     primary, directions = info.get("primary"), info.get("higher_is_better", {})
     names = list(dict.fromkeys(m for r in run.history for m in r["metrics"].get(task, {})))
     names.sort(key=lambda m: m != primary)  # the primary first, the others in record order
+    title = (
+        task if primary is None else f"{task}: primary {primary}{_arrow(directions.get(primary))}"
+    )
+    ax.set_title(title + ("" if run.summary is not None else " (no metrics.json: no directions)"))
     if not names:
-        ax.set_title(task)
         no_data(ax, f"no metrics recorded for {task!r}")
         return
-    series = {(m, s): _metric_series(run, task, m, s) for m in names for s in splits}
-    right = _other_scale(names, series, splits)
+    series = {
+        (m, s): _metric_series(run, task=task, metric=m, split=s) for m in names for s in splits
+    }
+    right = _other_scale(names, series=series, splits=splits)
     twin = ax.twinx() if right else None
     for i, metric in enumerate(names):
         for j, split in enumerate(splits):
@@ -211,18 +217,19 @@ def _task_panel(ax: Axes, run: Run, task: str, splits: Sequence[str]) -> None:
             label += " (right axis)" if metric in right else ""
             _line(
                 twin if twin is not None and metric in right else ax,
-                *series[metric, split],
+                series[metric, split],
                 color=COLORS[i % len(COLORS)],
                 ls=_STYLES[j % len(_STYLES)],
                 label=label,
                 lw=2.6 if metric == primary else 1.3,
                 zorder=3 if metric == primary else 2,
             )
-    title = (
-        task if primary is None else f"{task}: primary {primary}{_arrow(directions.get(primary))}"
-    )
-    ax.set_title(title + ("" if run.summary is not None else " (no metrics.json: no directions)"))
     _epoch_axis(ax, [e for key in series for e in series[key][0]])
+    _panel_legend(ax, twin)
+
+
+def _panel_legend(ax: Axes, twin: Axes | None) -> None:
+    """Axis labels, and one legend below the panel for both y-axes."""
     ax.set_ylabel("metric value")
     handles, labels = ax.get_legend_handles_labels()
     if twin is not None:
@@ -242,6 +249,7 @@ def _task_panel(ax: Axes, run: Run, task: str, splits: Sequence[str]) -> None:
 
 def _other_scale(
     names: Sequence[str],
+    *,
     series: Mapping[tuple[str, str], tuple[list[int], list[float]]],
     splits: Sequence[str],
 ) -> list[str]:
@@ -257,7 +265,9 @@ def _other_scale(
     return [m for m in names[1:] if ref > 0 and scale[m] > 0 and not 0.1 <= scale[m] / ref <= 10]
 
 
-def _metric_series(run: Run, task: str, metric: str, split: str) -> tuple[list[int], list[float]]:
+def _metric_series(
+    run: Run, *, task: str, metric: str, split: str
+) -> tuple[list[int], list[float]]:
     points = [
         (r["epoch"], r["metrics"].get(task, {}).get(metric, math.nan))
         for r in run.history

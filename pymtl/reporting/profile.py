@@ -52,15 +52,7 @@ def performance_ratios(
             f"(got problem counts {lengths})"
         )
     V = np.array([np.asarray(values[m], dtype=np.float64) for m in methods])  # [S, P]
-    if isinstance(higher_is_better, bool | np.bool_):
-        higher = np.full(V.shape[1], bool(higher_is_better))
-    else:
-        higher = np.asarray(higher_is_better, dtype=bool)
-        if higher.shape != (V.shape[1],):
-            raise ValueError(
-                f"performance_ratios: higher_is_better must be one bool or one per problem "
-                f"({V.shape[1]}), got {list(higher_is_better)!r}"
-            )
+    higher = _directions(higher_is_better, V.shape[1])
     negative = np.argwhere(V < 0)
     if negative.size:
         s, p = negative[0]
@@ -75,6 +67,19 @@ def performance_ratios(
     ratios[~np.isfinite(ratios)] = np.inf  # failures, and x/0 against a best of 0
     ratios[finite == best] = 1.0  # the best (ties, and a best of 0) exactly 1
     return {m: ratios[i] for i, m in enumerate(methods)}
+
+
+def _directions(higher_is_better: bool | Sequence[bool], n_problems: int) -> np.ndarray:
+    """One direction per problem, from one bool or a sequence of exactly ``n_problems``."""
+    if isinstance(higher_is_better, bool | np.bool_):
+        return np.full(n_problems, bool(higher_is_better))
+    higher = np.asarray(higher_is_better, dtype=bool)
+    if higher.shape != (n_problems,):
+        raise ValueError(
+            f"performance_ratios: higher_is_better must be one bool or one per problem "
+            f"({n_problems}), got {list(higher_is_better)!r}"
+        )
+    return higher
 
 
 def performance_profile(

@@ -34,14 +34,7 @@ def format_table(comparison: Comparison) -> str:
     each Δ_MTL variant as mean ± sample std over seeds; ``*`` marks the best mean of a column.
     """
     c = comparison
-    n_runs = sum(len(m.runs) for m in c.methods)
-    tasks = ", ".join(f"{t}: {c.primary[t]}{_arrow(c.higher_is_better[t])}" for t in c.tasks)
-    lines = [
-        f"{n_runs} run(s), {len(c.methods)} method(s) on dataset {c.dataset!r}, split {c.split!r}",
-        f"tasks (primary metric): {tasks}",
-        f"seeds run by every method: {', '.join(map(str, c.paired_seeds)) or 'none'}",
-        "",
-    ]
+    lines = _preamble(c)
     header = ["method", "seeds"]
     columns: list[list[str]] = [[m.label for m in c.methods], [str(len(m.runs)) for m in c.methods]]
     for task in c.tasks:
@@ -66,11 +59,23 @@ def format_table(comparison: Comparison) -> str:
         "",
         "mean ± sample std (ddof=1) over seeds (std is nan for one seed); * best mean in its "
         "column; (↑)/(↓): higher/lower is better.",
-        "Δ_MTL: % change against the stored single-task baseline of each run's seed; "
+        "Δ_MTL: % change against the single-task baseline named in each run's metrics.json; "
         "(k/n): only k of the method's n seeds have one.",
     ]
     lines += [f"note: {note}" for note in c.notes]
     return "\n".join(lines)
+
+
+def _preamble(c: Comparison) -> list[str]:
+    """What is compared: runs, methods, dataset, split, tasks and the paired seeds."""
+    n_runs = sum(len(m.runs) for m in c.methods)
+    tasks = ", ".join(f"{t}: {c.primary[t]}{_arrow(c.higher_is_better[t])}" for t in c.tasks)
+    return [
+        f"{n_runs} run(s), {len(c.methods)} method(s) on dataset {c.dataset!r}, split {c.split!r}",
+        f"tasks (primary metric): {tasks}",
+        f"seeds run by every method: {', '.join(map(str, c.paired_seeds)) or 'none'}",
+        "",
+    ]
 
 
 def _arrow(higher_is_better: bool) -> str:
@@ -125,7 +130,8 @@ def _aligned(header: Sequence[str], columns: Sequence[Sequence[str]]) -> list[st
 
 def comparison_to_json(comparison: Comparison) -> str:
     """The comparison as JSON text (NaN written as null), with each method's performance
-    ratios per (task, seed) problem when there are paired seeds."""
+    ratios per (task, seed) problem of the paired seeds (an infinite ratio, i.e. a failed
+    method, is written as null too); ``json.loads`` reads it back."""
     ratios: dict[str, Any] = {}
     values, higher, problems = profile_problems(comparison)
     if problems:

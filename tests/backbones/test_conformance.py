@@ -53,14 +53,18 @@ def test_every_builtin_backbone_is_registered():
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_conformance_and_forward(name):
+def test_conformance_and_forward(name, device):
     cls, config, x = _setup(name)
     check_component(cls, Backbone)
-    net = cls.from_config(config, in_channels=x.shape[1])
-    y = net(x)
+    net = cls.from_config(config, in_channels=x.shape[1]).to(device)
+    y = net(x.to(device))
     s = net.output_stride
-    assert y.shape == (2, net.out_channels, _expected_size(x.shape[2], s),
-                       _expected_size(x.shape[3], s))
+    assert y.shape == (
+        2,
+        net.out_channels,
+        _expected_size(x.shape[2], s),
+        _expected_size(x.shape[3], s),
+    )
     assert torch.isfinite(y).all()
 
 
@@ -77,14 +81,15 @@ def test_multi_scale_matches_declared_channels_and_strides(name):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_gradients_reach_every_parameter(name):
+def test_gradients_reach_every_parameter(name, device):
     cls, config, x = _setup(name)
-    net = cls.from_config(config, in_channels=x.shape[1]).train()
-    y = net(x)
+    net = cls.from_config(config, in_channels=x.shape[1]).to(device).train()
+    y = net(x.to(device))
     (y * torch.randn_like(y)).sum().backward()
     for key, p in net.named_parameters():
         assert p.grad is not None, f"{name}: {key} got no gradient"
-        assert torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, f"{name}: {key}"
+        assert torch.isfinite(p.grad).all(), f"{name}: {key} has a non-finite gradient"
+        assert p.grad.abs().sum() > 0, f"{name}: {key} has an all-zero gradient"
 
 
 @pytest.mark.parametrize("suffix", [".pt", ".safetensors"])
@@ -117,4 +122,5 @@ def test_weights_of_another_width_are_refused(name, tmp_path):
 def test_build_backbone_from_a_section(name):
     cls, config, x = _setup(name)
     net = build_backbone(BackboneSection(name=name, options=config), in_channels=x.shape[1])
-    assert type(net) is cls and net.in_channels == x.shape[1]
+    assert type(net) is cls
+    assert net.in_channels == x.shape[1]

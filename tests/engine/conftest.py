@@ -16,8 +16,15 @@ def _isolated_home(tmp_path, monkeypatch):
 
 TINY = {
     "seed": 0,
-    "dataset": {"name": "synthetic", "image_size": 16, "train_size": 16, "val_size": 8,
-                "test_size": 8, "tasks": ["semseg", "depth", "count"], "hflip": False},
+    "dataset": {
+        "name": "synthetic",
+        "image_size": 16,
+        "train_size": 16,
+        "val_size": 8,
+        "test_size": 8,
+        "tasks": ["semseg", "depth", "count"],
+        "hflip": False,
+    },
     "arch": {"name": "hps", "head_channels": 4, "backbone": {"name": "convnet", "width": 4}},
     "balancer": {"name": "ew"},
     "train": {"epochs": 2, "batch_size": 4, "lr": 0.01},

@@ -57,8 +57,11 @@ def test_resume_gives_the_same_weights(tiny, registry, tmp_path, monkeypatch):
     assert a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), key
-    epochs = [json.loads(x)["epoch"] for x in (interrupted / "metrics.jsonl").read_text().splitlines()]
+    epochs = [
+        json.loads(x)["epoch"] for x in (interrupted / "metrics.jsonl").read_text().splitlines()
+    ]
     assert epochs == [1, 2]
+
     # the resumed epoch's means include the steps before the interruption
     def train_losses(run):
         lines = (run / "metrics.jsonl").read_text().splitlines()
@@ -78,8 +81,13 @@ def test_resume_with_another_config_is_refused(tiny, registry, tmp_path):
     run = tmp_path / "run"
     train(tiny("train.epochs=1"), run, registry=registry, progress=False)
     with pytest.raises(CheckpointError, match="written by another configuration"):
-        train(tiny("train.epochs=1", "train.lr=0.5"), run, resume=True, registry=registry,
-              progress=False)
+        train(
+            tiny("train.epochs=1", "train.lr=0.5"),
+            run,
+            resume=True,
+            registry=registry,
+            progress=False,
+        )
 
 
 def test_corrupt_checkpoint_is_refused(tiny, registry, tmp_path):
@@ -87,7 +95,7 @@ def test_corrupt_checkpoint_is_refused(tiny, registry, tmp_path):
     train(tiny("train.epochs=1"), run, registry=registry, progress=False)
     path = run / "checkpoints" / "last.pt"
     path.write_bytes(path.read_bytes()[:100])
-    with pytest.raises(CheckpointError, match="unreadable .* truncated"):
+    with pytest.raises(CheckpointError, match=r"unreadable .* truncated"):
         train(tiny("train.epochs=1"), run, resume=True, registry=registry, progress=False)
     path.write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="unreadable"):
@@ -132,5 +140,9 @@ def test_missing_components_are_named(registry, tmp_path):
     from pymtl.config import resolve_config
 
     with pytest.raises(PymtlError, match="no dataset configured"):
-        train(resolve_config({"arch": {"name": "hps"}}, registry), tmp_path / "a",
-              registry=registry, progress=False)
+        train(
+            resolve_config({"arch": {"name": "hps"}}, registry),
+            tmp_path / "a",
+            registry=registry,
+            progress=False,
+        )

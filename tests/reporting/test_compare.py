@@ -90,6 +90,17 @@ def test_same_components_different_options_are_two_methods(fab):
     ]
 
 
+def test_settings_that_do_not_change_results_do_not_split_methods(fab):
+    a = fab.run("a", seed=0)
+    b = fab.run("b", seed=1)
+    text = (b / "config.toml").read_text()
+    (b / "config.toml").write_text(text.replace("[train]\n", "[train]\nnum_workers = 4\n"))
+    assert [m.seeds for m in compare_runs([a, b]).methods] == [(0, 1)]
+    (b / "config.toml").write_text(text.replace("lr = 0.001", "lr = 0.1"))
+    labels = [m.label for m in compare_runs([a, b]).methods]
+    assert labels == ["hps+ew (train.lr=0.001)", "hps+ew (train.lr=0.1)"]
+
+
 @pytest.mark.parametrize(
     ("options", "difference"),
     [
@@ -165,15 +176,15 @@ def test_missing_delta_for_some_seeds(fab):
         fab.run("s0", seed=0, delta=fab.delta(1.0)),
         fab.run("s1", seed=1, delta=fab.delta(3.0)),
         fab.run("s2", seed=2),  # evaluated without a baseline
-        fab.run("m0", seed=0, method=("mtan", "ew", None)),
+        fab.run("m0", seed=0, method=("mtan", "ew", None), delta={"error": "baseline lacks depth"}),
     ]
     hps, mtan = compare_runs(runs).methods
     assert hps.delta["per_task"].per_seed == {0: 1.0, 1: 3.0}
     assert hps.delta["per_task"].mean == pytest.approx(2.0)
     assert mtan.delta == {}
     notes = compare_runs(runs).notes
-    assert "hps+ew: no Δ_MTL for seed(s) 2 (no baseline when the run was evaluated)" in notes
-    assert "mtan+ew: no Δ_MTL for seed(s) 0 (no baseline when the run was evaluated)" in notes
+    assert "hps+ew: no Δ_MTL for seed 2 (no stored single-task baseline)" in notes
+    assert "mtan+ew: no Δ_MTL for seed 0 (baseline lacks depth)" in notes
 
 
 def test_different_baselines_are_noted(fab):
