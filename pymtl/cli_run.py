@@ -71,6 +71,8 @@ def train_cmd(
         return
     out = out or _default_out(config)
     record = train(config, out, resume=resume, registry=registry, overwrite=overwrite)
+    if not record:  # not the first process of a torchrun job: rank 0 reports
+        return
     click.echo(
         f"run {out}: {record['epochs']} epochs, {record['wall_time_s']:.1f} s, "
         f"{record['images_per_s']:.0f} img/s; {record['split']} results:"

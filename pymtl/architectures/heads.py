@@ -18,16 +18,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pymtl.backbones._common import make_norm
 from pymtl.tasks.base import Task
 
 __all__ = ["ASPPHead", "ImageHead", "make_head"]
 
 
-def _conv_bn_relu(cin: int, cout: int, k: int, dilation: int = 1) -> nn.Sequential:
+def _conv_bn_relu(
+    cin: int, cout: int, k: int, dilation: int = 1, norm: str = "batch"
+) -> nn.Sequential:
     pad = dilation * (k // 2)
     return nn.Sequential(
         nn.Conv2d(cin, cout, k, padding=pad, dilation=dilation, bias=False),
-        nn.BatchNorm2d(cout),
+        make_norm(norm, cout),
         nn.ReLU(inplace=True),
     )
 
@@ -49,18 +52,24 @@ class ASPPHead(nn.Module):
     """ASPP-style dense head: [B, C, h, w] features -> [B, K, H, W] task output [P]."""
 
     def __init__(
-        self, in_channels: int, task: Task, *, channels: int = 64, rates: Sequence[int] = (6, 12)
+        self,
+        in_channels: int,
+        task: Task,
+        *,
+        channels: int = 64,
+        rates: Sequence[int] = (6, 12),
+        norm: str = "batch",
     ) -> None:
         super().__init__()
         self.branches = nn.ModuleList(
-            [_conv_bn_relu(in_channels, channels, 1)]
-            + [_conv_bn_relu(in_channels, channels, 3, r) for r in rates]
+            [_conv_bn_relu(in_channels, channels, 1, norm=norm)]
+            + [_conv_bn_relu(in_channels, channels, 3, r, norm=norm) for r in rates]
         )
         self.pool = nn.Sequential(
             nn.AdaptiveAvgPool2d(1), nn.Conv2d(in_channels, channels, 1), nn.ReLU(inplace=True)
         )
-        self.fuse = _conv_bn_relu(channels * (len(rates) + 2), channels, 1)
-        self.refine = _conv_bn_relu(channels, channels, 3)
+        self.fuse = _conv_bn_relu(channels * (len(rates) + 2), channels, 1, norm=norm)
+        self.refine = _conv_bn_relu(channels, channels, 3, norm=norm)
         self.classifier = nn.Conv2d(channels, task.channels, 1)
         _init_bias(self.classifier, task)
 
@@ -92,9 +101,9 @@ class ImageHead(nn.Module):
 
 
 def make_head(
-    in_channels: int, task: Task, *, channels: int, rates: Sequence[int]
+    in_channels: int, task: Task, *, channels: int, rates: Sequence[int], norm: str = "batch"
 ) -> ASPPHead | ImageHead:
     """The head for ``task``'s kind: ASPP for dense tasks, pooling + linear otherwise."""
     if task.dense:
-        return ASPPHead(in_channels, task, channels=channels, rates=rates)
+        return ASPPHead(in_channels, task, channels=channels, rates=rates, norm=norm)
     return ImageHead(in_channels, task)

@@ -41,11 +41,15 @@ class HardSharingConfig:
         backbone: the shared backbone (``[arch.backbone] name = "resnet18"`` and its options).
         head_channels: width of every dense head.
         head_rates: dilation rates of the dense heads' 3×3 ASPP branches.
+        head_norm: ``batch`` or ``group`` normalisation in the dense heads.
     """
 
     backbone: BackboneSection = attrs.field(factory=_default_backbone)
     head_channels: int = attrs.field(default=16, validator=attrs.validators.gt(0))
     head_rates: tuple[int, ...] = attrs.field(default=(2, 4), converter=tuple, validator=_rates)
+    head_norm: str = attrs.field(
+        default="batch", validator=attrs.validators.in_(("batch", "group"))
+    )
 
 
 class HardSharing(Architecture):
@@ -57,7 +61,7 @@ class HardSharing(Architecture):
     Args:
         tasks: the dataset's task declarations.
         in_channels: input image channels.
-        backbone, head_channels, head_rates: see :class:`HardSharingConfig`.
+        backbone, head_channels, head_rates, head_norm: see :class:`HardSharingConfig`.
 
     Example:
         >>> from pymtl.tasks import DepthTask
@@ -77,13 +81,16 @@ class HardSharing(Architecture):
         backbone: BackboneSection | None = None,
         head_channels: int = 16,
         head_rates: Sequence[int] = (2, 4),
+        head_norm: str = "batch",
     ) -> None:
         super().__init__(tasks, in_channels)
         self.backbone = build_backbone(backbone or _default_backbone(), in_channels=in_channels)
         c = self.backbone.out_channels
         self.heads = nn.ModuleDict(
             {
-                t.name: make_head(c, t, channels=head_channels, rates=tuple(head_rates))
+                t.name: make_head(
+                    c, t, channels=head_channels, rates=tuple(head_rates), norm=head_norm
+                )
                 for t in self.task_specs
             }
         )

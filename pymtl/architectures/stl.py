@@ -47,7 +47,7 @@ class SingleTask(Architecture):
     Args:
         tasks: the dataset's task declarations.
         in_channels: input image channels.
-        backbone, head_channels, head_rates: see :class:`SingleTaskConfig`.
+        backbone, head_channels, head_rates, head_norm: see :class:`SingleTaskConfig`.
 
     Example:
         >>> from pymtl.tasks import DepthTask, NormalsTask
@@ -68,13 +68,20 @@ class SingleTask(Architecture):
         backbone: BackboneSection | None = None,
         head_channels: int = 16,
         head_rates: Sequence[int] = (2, 4),
+        head_norm: str = "batch",
     ) -> None:
         super().__init__(tasks, in_channels)
         section = backbone or _default_backbone()
         nets = {}
         for t in self.task_specs:
             net = build_backbone(section, in_channels=in_channels)
-            head = make_head(net.out_channels, t, channels=head_channels, rates=tuple(head_rates))
+            head = make_head(
+                net.out_channels,
+                t,
+                channels=head_channels,
+                rates=tuple(head_rates),
+                norm=head_norm,
+            )
             nets[t.name] = _TaskNet(net, head)
         self.nets = nn.ModuleDict(nets)
 

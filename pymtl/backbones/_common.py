@@ -81,11 +81,14 @@ def make_norm(kind: str, channels: int) -> nn.Module:
     raise ValueError(f"unknown norm {kind!r}; expected one of {', '.join(NORMS)}")
 
 
-def conv_bn_relu(cin: int, cout: int, *, stride: int = 1, bias: bool = False) -> nn.Sequential:
-    """3×3 convolution (padding 1), BatchNorm and ReLU, as ``Sequential(conv, bn, relu)``."""
+def conv_bn_relu(
+    cin: int, cout: int, *, stride: int = 1, bias: bool = False, norm: str = "batch"
+) -> nn.Sequential:
+    """3×3 convolution (padding 1), normalisation (:func:`make_norm`) and ReLU, as
+    ``Sequential(conv, norm, relu)``."""
     return nn.Sequential(
         nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=bias),
-        nn.BatchNorm2d(cout),
+        make_norm(norm, cout),
         nn.ReLU(inplace=True),
     )
 

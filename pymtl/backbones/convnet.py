@@ -46,12 +46,15 @@ class ConvNetConfig:
         width: channels of the first encoder stage (stage k has width·2^k).
         depth: encoder stages, i.e. the coarsest stride is 2^depth (at most 6).
         output_stride: 2 (default, cheaper heads) or 1 (adds a full-resolution stem).
+        norm: ``batch`` (BatchNorm) or ``group`` (GroupNorm: no batch statistics, so results
+            do not depend on how a batch is split across processes).
         weights: a local ``.pt`` / ``.pth`` / ``.safetensors`` state dict ("": random init).
     """
 
     width: int = attrs.field(default=16, validator=positive_int)
     depth: int = attrs.field(default=3, validator=int_in(1, 6))
     output_stride: int = attrs.field(default=2, validator=one_of(1, 2))
+    norm: str = attrs.field(default="batch", validator=one_of("batch", "group"))
     weights: str = attrs.field(default="", validator=weights_path)
 
 
@@ -84,6 +87,7 @@ class ConvNet(Backbone):
         width: int = 16,
         depth: int = 3,
         output_stride: int = 2,
+        norm: str = "batch",
         weights: str = "",
     ) -> None:
         super().__init__(in_channels)
@@ -93,20 +97,26 @@ class ConvNet(Backbone):
             width=width,
             depth=depth,
             output_stride=output_stride,
+            norm=norm,
             weights=weights,
         )
         chans = [width * 2**k for k in range(depth)]  # encoder stage k at stride 2^(k+1)
-        self.stem = conv_bn_relu(in_channels, width) if output_stride == 1 else None
+        self.stem = conv_bn_relu(in_channels, width, norm=norm) if output_stride == 1 else None
         prev = in_channels if self.stem is None else width
         downs = []
         for c in chans:
-            downs.append(nn.Sequential(conv_bn_relu(prev, c, stride=2), conv_bn_relu(c, c)))
+            downs.append(
+                nn.Sequential(
+                    conv_bn_relu(prev, c, stride=2, norm=norm), conv_bn_relu(c, c, norm=norm)
+                )
+            )
             prev = c
         self.down = nn.ModuleList(downs)
         # levels fine -> coarse (stem first when present); up[k] maps level k+1 onto level k
         levels = ([width] if self.stem is not None else []) + chans
         self.up = nn.ModuleList(
-            conv_bn_relu(coarse + fine, fine) for fine, coarse in itertools.pairwise(levels)
+            conv_bn_relu(coarse + fine, fine, norm=norm)
+            for fine, coarse in itertools.pairwise(levels)
         )
         self.out_channels = width
         self.output_stride = output_stride

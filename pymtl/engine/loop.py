@@ -9,6 +9,7 @@ stored single-task baselines when they exist) and plots. The run directory holds
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import time
@@ -36,6 +37,38 @@ def _rank_world() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
+
+
+def _init_distributed(device: str) -> tuple[torch.device, bool]:
+    """Join the process group torchrun describes (WORLD_SIZE > 1); returns the device of this
+    process and whether the group was created here."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1 or (dist.is_available() and dist.is_initialized()):
+        return torch.device(device), False
+    cuda = device.startswith("cuda")
+    dist.init_process_group(backend="nccl" if cuda else "gloo")
+    if cuda:
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        return torch.device("cuda", local), True
+    return torch.device(device), True
+
+
+def _sync_model(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """Same initial weights on every process; synchronised BatchNorm on CUDA.
+
+    On CPU, BatchNorm statistics stay per process (torch has no CPU SyncBatchNorm): results
+    then depend on how the batch is split, exactly as with DDP; use GroupNorm
+    (``norm = "group"``) for batch-split-independent results.
+    """
+    _, world = _rank_world()
+    if world == 1:
+        return model
+    if device.type == "cuda":
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    for tensor in [*model.parameters(), *model.buffers()]:
+        dist.broadcast(tensor.data, src=0)
+    return model
 
 
 def _prepare_dir(out: Path, config_text: str, resume: bool, overwrite: bool) -> None:
@@ -69,23 +102,42 @@ def train(
     progress: bool | None = None,
     overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Train ``config`` into the run directory ``out``; returns the ``metrics.json`` record.
+    """Train ``config`` into the run directory ``out``; returns the ``metrics.json`` record
+    (an empty dict on processes other than the first under ``torchrun``).
 
     ``resume`` continues from ``out``'s checkpoint; ``overwrite`` replaces a finished run.
     """
     registry = registry or get_registry()
     out = Path(out)
+    device, owns_group = _init_distributed(config.device)
+    try:
+        return _train(config, out, resume, registry, progress, overwrite, device)
+    finally:
+        if owns_group:
+            dist.destroy_process_group()
+
+
+def _train(
+    config: RunConfig,
+    out: Path,
+    resume: bool,
+    registry: Registry,
+    progress: bool | None,
+    overwrite: bool,
+    device: torch.device,
+) -> dict[str, Any]:
     rank, world = _rank_world()
     main = rank == 0
     progress = sys.stderr.isatty() and main if progress is None else progress and main
-    device = torch.device(config.device)
     digest = build.config_hash(config, registry)
     if main:
         _prepare_dir(out, dump_toml(config, registry), resume, overwrite)
+    if world > 1:
+        dist.barrier()  # the run directory exists (or the error above stopped rank 0)
     torch.manual_seed(config.seed)
     train_set = build.build_dataset(config, registry, "train")
     eval_set = build.build_dataset(config, registry, config.train.eval_split)
-    model = build.build_model(config, registry, train_set).to(device)
+    model = _sync_model(build.build_model(config, registry, train_set).to(device), device)
     balancer = build.build_balancer(config, registry, train_set).to(device)
     t = config.train
     per_epoch = len(epoch_batches(len(train_set), t.batch_size, seed=0, epoch=0, shuffle=False))
@@ -213,6 +265,8 @@ def train(
             rundir.append_jsonl(out / "metrics.jsonl", record)
             _log_epoch(writer, record, train_set.tasks, t.epochs)
         checkpoint(epoch, 0)
+        if world > 1:
+            dist.barrier()
     if writer is not None:
         writer.close()
     if not main:

@@ -46,7 +46,7 @@ class NonFiniteLossError(PymtlError):
 class StepResult:
     """What one step produced (detached)."""
 
-    losses: Tensor  # [T]
+    losses: Tensor  # [T], averaged over processes under torch.distributed
     weights: Weights
 
 
@@ -118,7 +118,7 @@ class TrainStep:
         else:
             weights = self._gradient_step(losses, seen, list(self.shared), representation=False)
         _average([p.grad for p in self.model.parameters() if p.grad is not None])
-        return StepResult(losses=losses.detach(), weights=weights)
+        return StepResult(losses=seen, weights=weights)
 
     def losses(self, outputs: Mapping[str, Tensor], batch: Mapping[str, Tensor]) -> Tensor:
         """[T] task losses, in task order; a NaN or infinite loss stops the run."""

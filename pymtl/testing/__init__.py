@@ -2,26 +2,43 @@
 
 A plugin package tests its components with one line each::
 
-    from pymtl.testing import check_balancer
+    from pymtl.testing import check_architecture, check_balancer
     def test_conformance():
         check_balancer(GeometricLoss)
+        check_architecture(MyNet, config=MyNet.Config(width=4))
 
 Each check raises ``AssertionError`` with the component's name and what failed.
 """
 
 from __future__ import annotations
 
+import copy
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import cattrs
 import torch
 
+from pymtl.architectures.base import Architecture
 from pymtl.balancers.base import Balancer, Needs, Weights
 from pymtl.component import Component, component_problems
+from pymtl.tasks.base import (
+    ClassificationTask,
+    DepthTask,
+    NormalsTask,
+    RegressionTask,
+    SegmentationTask,
+    Task,
+)
 
-__all__ = ["REFERENCE_PATTERN", "check_balancer", "check_component"]
+__all__ = [
+    "REFERENCE_PATTERN",
+    "check_architecture",
+    "check_balancer",
+    "check_component",
+    "default_tasks",
+]
 
 REFERENCE_PATTERN = re.compile(r"\[(S|P|R|pymtl|C:[^\]]+)\]|Reference:")
 """A docstring cites its source with a provenance tag ([S], [C:repo], ...) or 'Reference:'."""
@@ -126,3 +143,166 @@ def check_balancer(
         raise AssertionError(f"balancer {cls.name!r}: accepted {T + 1} losses for {T} tasks")
     fresh = cls.from_config(config, tasks=tasks)
     fresh.load_state_dict(balancer.state_dict())
+
+
+def default_tasks() -> tuple[Task, ...]:
+    """The tasks :func:`check_architecture` uses unless told otherwise: dense (segmentation,
+    depth, normals) and image-level (classification, regression) kinds, two with a head bias."""
+    return (
+        SegmentationTask(name="seg", num_classes=3),
+        DepthTask(name="depth", mean=2.0),
+        NormalsTask(name="normals"),
+        ClassificationTask(name="cls", num_classes=4),
+        RegressionTask(name="count", dims=2, mean=(0.5, -1.5)),
+    )
+
+
+def check_architecture(
+    cls: type[Architecture],
+    *,
+    tasks: Sequence[Task] | None = None,
+    config: Any = None,
+    size: tuple[int, int] = (32, 32),
+) -> None:
+    """Check an architecture class against the contract of :mod:`pymtl.architectures.base`.
+
+    Builds it from ``config`` (default: ``cls.Config()``) for ``tasks`` (default:
+    :func:`default_tasks`) and checks, in eval mode on a [2, 3, *size] input: the outputs are
+    keyed by exactly the task names, dense ones [B, K, H, W] at the input size and image-level
+    ones [B, K], all finite; every parameter is shared or owned by exactly one task; with a
+    shared representation, ``decode(encode(x))`` equals ``forward(x)``; perturbing a task's own
+    parameters changes its output and no other task's; and each ``head_bias()`` is the initial
+    value of a parameter of the task that offsets its output one-to-one (the last layer's bias).
+    """
+    check_component(cls, Architecture)
+    where = f"architecture {cls.name!r}"
+    tasks = default_tasks() if tasks is None else tuple(tasks)
+    config = default_config(cls) if config is None else config
+    try:
+        model = cls.from_config(config, tasks=tasks, in_channels=3)
+    except Exception as exc:
+        raise AssertionError(f"{where}: from_config({config!r}) failed: {exc!r}") from exc
+    assert isinstance(model, cls), f"{where}: from_config built a {type(model).__name__}"
+    model.eval()
+    x = torch.randn(2, 3, *size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        out = model(x)
+    _check_outputs(where, tasks, out, x)
+    owner = _check_partition(where, model)
+    if cls.has_shared_representation:
+        with torch.no_grad():
+            again = model.decode(model.encode(x), x.shape[-2:])
+        assert sorted(again) == sorted(out), f"{where}: decode(encode(x)) keys {sorted(again)}"
+        for name, y in out.items():
+            assert torch.allclose(again[name], y, rtol=1e-5, atol=1e-6), (
+                f"{where}: decode(encode(x), size)[{name!r}] differs from forward(x)[{name!r}]"
+            )
+    for task in tasks:
+        _check_isolation(where, model, x, out, task.name, owner)
+    for task in tasks:
+        _check_head_bias(where, model, x, task)
+
+
+def _check_outputs(where: str, tasks: Sequence[Task], out: Any, x: torch.Tensor) -> None:
+    assert isinstance(out, Mapping), f"{where}: forward returned a {type(out).__name__}, not a dict"
+    names = sorted(t.name for t in tasks)
+    assert sorted(out) == names, f"{where}: forward returned keys {sorted(out)}, expected {names}"
+    B, (H, W) = x.shape[0], x.shape[-2:]
+    for task in tasks:
+        y = out[task.name]
+        expected = (B, task.channels, H, W) if task.dense else (B, task.channels)
+        assert tuple(y.shape) == expected, (
+            f"{where}: output {task.name!r} ({task.kind}) has shape {tuple(y.shape)} for an "
+            f"input of shape {tuple(x.shape)}, expected {expected}"
+        )
+        assert torch.isfinite(y).all(), f"{where}: output {task.name!r} is not finite"
+
+
+def _check_partition(where: str, model: Architecture) -> dict[int, str]:
+    """Parameter id -> "" (shared) or its task's name; every parameter exactly once."""
+    names = {id(p): n for n, p in model.named_parameters()}
+    owner: dict[int, str] = {}
+    groups = [("", "shared_parameters()", model.shared_parameters())] + [
+        (t, f"task_parameters({t!r})", model.task_parameters(t)) for t in model.tasks
+    ]
+    for key, label, params in groups:
+        for p in params:
+            assert id(p) in names, (
+                f"{where}: {label} yields a parameter of shape {tuple(p.shape)} that is not "
+                "in model.parameters()"
+            )
+            if id(p) in owner:
+                other = owner[id(p)]
+                first = f"task_parameters({other!r})" if other else "shared_parameters()"
+                raise AssertionError(
+                    f"{where}: parameter {names[id(p)]!r} is yielded by both {first} and {label}"
+                    " (each parameter must be shared or belong to exactly one task, once)"
+                )
+            owner[id(p)] = key
+    missing = [n for i, n in names.items() if i not in owner]
+    assert not missing, (
+        f"{where}: parameters neither in shared_parameters() nor in any task_parameters(): "
+        + ", ".join(missing)
+    )
+    return owner
+
+
+def _check_isolation(
+    where: str,
+    model: Architecture,
+    x: torch.Tensor,
+    out: Mapping[str, torch.Tensor],
+    task: str,
+    owner: Mapping[int, str],
+) -> None:
+    """Perturb one task's own parameters: its output changes, every other output does not."""
+    own = {i for i, o in owner.items() if o == task}
+    if not own:
+        return
+    moved = copy.deepcopy(model)
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p, q in zip(model.parameters(), moved.parameters(), strict=True):
+            if id(p) in own:
+                q.add_(torch.randn(q.shape, generator=gen, dtype=q.dtype).to(q.device))
+        after = moved(x)
+    for name, y in out.items():
+        same = torch.allclose(after[name], y, rtol=1e-5, atol=1e-6)
+        if name == task:
+            assert not same, (
+                f"{where}: perturbing task_parameters({task!r}) leaves its output as is"
+            )
+        else:
+            assert same, (
+                f"{where}: output {name!r} changes when task_parameters({task!r}) change; a "
+                "parameter used by several tasks belongs in shared_parameters()"
+            )
+
+
+def _check_head_bias(where: str, model: Architecture, x: torch.Tensor, task: Task) -> None:
+    """Some parameter of ``task`` starts at ``head_bias()`` and shifts the output by itself."""
+    bias = task.head_bias()
+    if bias is None:
+        return
+    bias = bias.reshape(-1)
+    found = [
+        p
+        for p in model.task_parameters(task.name)
+        if p.numel() == bias.numel() and torch.equal(p.detach().reshape(-1).cpu(), bias.to(p))
+    ]
+    assert found, (
+        f"{where}: task {task.name!r}: no parameter of task_parameters() starts at head_bias() = "
+        f"{bias.tolist()} (the last layer's bias must be initialised from it)"
+    )
+    y = model(x)[task.name]
+    means = y.transpose(0, 1).reshape(task.channels, -1).mean(dim=1)  # [K]
+    eye = torch.eye(bias.numel(), dtype=y.dtype)
+    for p in found:
+        rows = [torch.autograd.grad(m, p, retain_graph=True)[0].reshape(-1) for m in means]
+        if torch.allclose(torch.stack(rows).cpu(), eye, atol=1e-4):
+            return
+    raise AssertionError(
+        f"{where}: task {task.name!r}: no parameter equal to head_bias() = {bias.tolist()} "
+        "offsets the output one-to-one (d mean(output[:, k]) / d bias[j] must be the identity),"
+        " so none is the last layer's bias"
+    )
