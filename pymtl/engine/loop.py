@@ -20,6 +20,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+from pymtl.architectures.base import Architecture
 from pymtl.config import RunConfig, dump_toml
 from pymtl.engine import build, rundir
 from pymtl.engine.checkpoint import load_checkpoint, save_checkpoint
@@ -54,7 +55,7 @@ def _init_distributed(device: str) -> tuple[torch.device, bool]:
     return torch.device(device), True
 
 
-def _sync_model(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+def _sync_model(model: Architecture, device: torch.device) -> Architecture:
     """Same initial weights on every process; synchronised BatchNorm on CUDA.
 
     On CPU, BatchNorm statistics stay per process (torch has no CPU SyncBatchNorm): results
@@ -65,7 +66,7 @@ def _sync_model(model: torch.nn.Module, device: torch.device) -> torch.nn.Module
     if world == 1:
         return model
     if device.type == "cuda":
-        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # type: ignore[no-untyped-call]
     for tensor in [*model.parameters(), *model.buffers()]:
         dist.broadcast(tensor.data, src=0)
     return model
