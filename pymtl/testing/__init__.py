@@ -288,7 +288,7 @@ def _check_head_bias(where: str, model: Architecture, x: torch.Tensor, task: Tas
     found = [
         p
         for p in model.task_parameters(task.name)
-        if p.numel() == bias.numel() and torch.equal(p.detach().reshape(-1).cpu(), bias.to(p))
+        if p.numel() == bias.numel() and torch.equal(p.detach().reshape(-1).cpu(), bias.to(p.dtype))
     ]
     assert found, (
         f"{where}: task {task.name!r}: no parameter of task_parameters() starts at head_bias() = "
