@@ -50,6 +50,10 @@ class StepResult:
     weights: Weights
 
 
+def _device_type(rows: Sequence[Tensor]) -> str:
+    return rows[0].device.type if rows else "cpu"
+
+
 def _world_size() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
@@ -81,6 +85,9 @@ class TrainStep:
         self.tasks = tuple(tasks)
         self.balancer = balancer
         needs = balancer.needs
+        # parameters that are not shared: each task's own, and the balancer's
+        self.own = [p for t in model.tasks for p in model.task_parameters(t) if p.requires_grad]
+        self.own += [p for p in balancer.parameters() if p.requires_grad]
         if needs in _REPRESENTATION and not model.has_shared_representation:
             raise PymtlError(
                 f"balancer {balancer.name!r} needs the shared representation, but architecture "
@@ -108,6 +115,12 @@ class TrainStep:
         _average([seen])  # every process gives the balancer the same (global-batch) losses
         if needs is Needs.LOSSES:
             weights = self.balancer(seen)
+            if weights.task is not weights.shared and not torch.equal(weights.task, weights.shared):
+                raise PymtlError(
+                    f"balancer {self.balancer.name!r} needs only the losses but returned task "
+                    "weights s different from the shared weights w; one backward pass can apply "
+                    "only one of them (declare needs = Needs.GRAM or JACOBIAN to use both)"
+                )
             total = (weights.shared * losses).sum()
             if weights.aux_loss is not None:
                 total = total + weights.aux_loss
@@ -150,7 +163,20 @@ class TrainStep:
                     ]
                 )
             )
-        J = torch.stack(rows)
+        with torch.autocast(_device_type(rows), enabled=False):  # the T×T maths stays fp32+
+            J = torch.stack(rows)
+            J = J if J.dtype in (torch.float32, torch.float64) else J.float()  # amp: bf16 rows
+            return self._apply(losses, seen, J, wrt, representation=representation)
+
+    def _apply(
+        self,
+        losses: Tensor,
+        seen: Tensor,
+        J: Tensor,
+        wrt: Sequence[Tensor],
+        *,
+        representation: bool,
+    ) -> Weights:
         if representation:
             # Z is split by sample across processes: the global J_Z stacks the local ones, each
             # scaled by 1/W (the global loss averages the processes'), so G_Z = Σ_r G_r / W².
@@ -164,16 +190,18 @@ class TrainStep:
             weights: Weights = self.balancer(seen, gram=G)
         else:
             weights = self.balancer(seen, jacobian=J)
-        # task-specific parameters: s_t ∇θ_t L_t (shared ones are overwritten just below)
+        # task-specific (and balancer) parameters: s_t ∇θ_t L_t, without a pass through the
+        # shared part, whose gradient is Jᵀ w (set below)
         task_total = (weights.task.to(losses) * losses).sum()
         if weights.aux_loss is not None:
             task_total = task_total + weights.aux_loss
-        task_total.backward()  # type: ignore[no-untyped-call]
+        if self.own:
+            torch.autograd.backward(task_total, inputs=self.own)
         combined = weights.shared.to(J) @ J
         offset = 0
         for p in wrt:
             g = combined[offset : offset + p.numel()].view_as(p)
-            p.grad = g.clone()
+            p.grad = g.to(p.dtype).clone()
             offset += p.numel()
         return weights
 
