@@ -24,6 +24,7 @@ from pymtl.tasks.base import (
     SegmentationTask,
     Task,
     _BinaryDenseTask,
+    vector_norm,
 )
 
 __all__ = ["TaskStats", "dataset_stats", "format_stats"]
@@ -66,7 +67,7 @@ class TaskStats:
             return
         values = t.double()
         if isinstance(self.task, NormalsTask):  # one value per pixel: the vector's length
-            values, valid = values.norm(dim=0), valid[0]
+            values, valid = vector_norm(values, dim=0), valid[0]
         elif isinstance(self.task, MultiLabelTask):
             counts = torch.where(valid, values, 0).double()
             self.counts = counts if self.counts is None else self.counts + counts

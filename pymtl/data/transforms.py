@@ -30,7 +30,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from pymtl.tasks.base import DepthTask, EdgeTask, NormalsTask, SaliencyTask, SegmentationTask, Task
+from pymtl.tasks.base import (
+    DepthTask,
+    EdgeTask,
+    NormalsTask,
+    SaliencyTask,
+    SegmentationTask,
+    Task,
+    vector_norm,
+)
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -229,7 +237,7 @@ def _remap_normals(
     valid = task.valid_mask(target[None])[0].to(target.dtype)  # [1, H, W]
     vectors = _resample(target * valid, window, size, mode="bilinear", fill=0.0)
     keep = _resample(valid, window, size, mode="nearest", fill=0.0) > 0.5
-    norm = vectors.norm(dim=0, keepdim=True)
+    norm = vector_norm(vectors, dim=0, keepdim=True)
     keep &= norm > 1e-6
     fill = 0.0 if task.ignore_value is None else task.ignore_value
     return torch.where(keep, vectors / norm.clamp_min(1e-12), torch.full_like(vectors, fill))

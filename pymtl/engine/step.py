@@ -130,7 +130,8 @@ class TrainStep:
             z.backward(z_leaf.grad)  # type: ignore[no-untyped-call]
         else:
             weights = self._gradient_step(losses, seen, list(self.shared), representation=False)
-        _average([p.grad for p in self.model.parameters() if p.grad is not None])
+        if _world_size() > 1:
+            _average([p.grad for p in self.model.parameters() if p.grad is not None])
         return StepResult(losses=seen, weights=weights)
 
     def losses(self, outputs: Mapping[str, Tensor], batch: Mapping[str, Tensor]) -> Tensor:

@@ -32,6 +32,7 @@ import torch
 from torch import Tensor
 
 from pymtl.metrics._accumulate import SplitMetric, safe_div, shape_error
+from pymtl.tasks.base import vector_norm
 
 __all__ = ["NormalsMetric"]
 
@@ -115,13 +116,14 @@ class NormalsMetric(SplitMetric):
         """Angular errors (degrees, float64) of the valid pixels, flattened."""
         g = target.to(torch.float64).movedim(1, -1).reshape(-1, 3)
         p = pred.to(g.device, torch.float64).movedim(1, -1).reshape(-1, 3)
-        norm = g.norm(dim=1)
+        norm = vector_norm(g, dim=1)
         valid = torch.isfinite(g).all(dim=1) & (norm > 0)
         if self.ignore_value is not None:
             valid &= ~(g == self.ignore_value).all(dim=1)
-        g = torch.nn.functional.normalize(g[valid], dim=1)
-        p = torch.nn.functional.normalize(p[valid], dim=1)
-        return torch.rad2deg(2 * torch.atan2((p - g).norm(dim=1), (p + g).norm(dim=1)))
+        g, p = g[valid], p[valid]
+        g = g / vector_norm(g, dim=1, keepdim=True).clamp_min(1e-12)
+        p = p / vector_norm(p, dim=1, keepdim=True).clamp_min(1e-12)
+        return torch.rad2deg(2 * torch.atan2(vector_norm(p - g, dim=1), vector_norm(p + g, dim=1)))
 
     def _terms(self, stats: dict[str, Tensor], *, per_image: bool) -> dict[str, Tensor]:
         n = stats["n"]

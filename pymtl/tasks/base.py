@@ -39,6 +39,15 @@ __all__ = [
 ]
 
 
+def vector_norm(x: Tensor, dim: int = 1, keepdim: bool = False) -> Tensor:
+    """Euclidean norm over a short dimension (3-vector normals), as ``sqrt(Σ x²)``.
+
+    Same values as ``x.norm(dim=dim)``, which is ~100× slower on the CPU over a 3-channel
+    dimension (an open torch issue): this costs 18 of ~100 ms in a 4-task training step.
+    """
+    return (x * x).sum(dim=dim, keepdim=keepdim).sqrt()
+
+
 def _masked_mean(values: Tensor, mask: Tensor) -> Tensor:
     """Mean of ``values`` over ``mask``; 0 (still attached to the graph) when the mask is empty."""
     mask = mask.to(values.dtype)
@@ -201,13 +210,13 @@ class NormalsTask(Task):
         return 3
 
     def valid_mask(self, target: Tensor) -> Tensor:
-        valid: Tensor = target.norm(dim=1, keepdim=True) > 0
+        valid: Tensor = (target * target).sum(dim=1, keepdim=True) > 0
         if self.ignore_value is not None:
             valid &= ~(target == self.ignore_value).all(dim=1, keepdim=True)
         return valid
 
     def elementwise_loss(self, pred: Tensor, target: Tensor) -> Tensor:
-        unit = F.normalize(pred, dim=1)
+        unit = pred / vector_norm(pred, dim=1, keepdim=True).clamp_min(1e-12)  # F.normalize
         if self.loss_type == "cosine":
             return 1 - (unit * target).sum(dim=1, keepdim=True)
         return (unit - target).abs().mean(dim=1, keepdim=True)
