@@ -109,6 +109,13 @@ class Balancer(Component, nn.Module):
         self._check(losses, gram, jacobian)
         return self.compute(losses, gram=gram, jacobian=jacobian)
 
+    def on_epoch_end(self, epoch: int) -> None:
+        """Called by the training loop after epoch ``epoch`` (1-based) ends, on every process.
+
+        For balancers whose weights follow epoch statistics (DWA, DTP): keep the running
+        sums in buffers during :meth:`compute` and roll them over here. Default: nothing.
+        """
+
     @abstractmethod
     def compute(self, losses: Tensor, *, gram: Tensor | None, jacobian: Tensor | None) -> Weights:
         """Map validated inputs to :class:`Weights`."""

@@ -242,6 +242,7 @@ def _train(
         bar.close()
         skip = 0
         epoch += 1
+        balancer.on_epoch_end(epoch)
         epoch_sums, sums = sums, torch.zeros_like(sums)
         if main:
             metrics = evaluate(
