@@ -121,6 +121,8 @@ class TrainConfig:
         epochs: passes over the training split.
         batch_size: images per step (the global batch: split across processes under torchrun).
         lr: initial learning rate of the network's optimiser.
+        balancer_lr: learning rate of the balancer's own parameters (uncertainty weighting's
+            log-variances, ...); 0 uses ``lr``.
         weight_decay: L2 penalty of the network's optimiser.
         optimizer: ``adam`` or ``sgd`` (momentum ``momentum``).
         momentum: SGD momentum.
@@ -139,6 +141,7 @@ class TrainConfig:
     epochs: int = attrs.field(default=1, validator=_positive)
     batch_size: int = attrs.field(default=8, validator=_positive)
     lr: float = attrs.field(default=1e-3, validator=_positive)
+    balancer_lr: float = attrs.field(default=0.0, validator=_non_negative)
     weight_decay: float = attrs.field(default=0.0, validator=_non_negative)
     optimizer: str = attrs.field(default="adam", validator=_one_of("adam", "sgd"))
     momentum: float = attrs.field(default=0.9, validator=_non_negative)

@@ -66,7 +66,7 @@ def build_optimizer(
     groups: list[dict[str, Any]] = [{"params": [p for p in model.parameters() if p.requires_grad]}]
     own = [p for p in balancer.parameters() if p.requires_grad]
     if own:
-        groups.append({"params": own, "weight_decay": 0.0})
+        groups.append({"params": own, "weight_decay": 0.0, "lr": t.balancer_lr or t.lr})
     opt: torch.optim.Optimizer
     if t.optimizer == "adam":
         opt = torch.optim.Adam(groups, lr=t.lr, weight_decay=t.weight_decay)

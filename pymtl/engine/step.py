@@ -113,6 +113,14 @@ class TrainStep:
         losses = self.losses(outputs, batch)
         seen = losses.detach().clone()
         _average([seen])  # every process gives the balancer the same (global-batch) losses
+        observe = getattr(self.balancer, "observe_kpis", None)
+        if observe is not None and getattr(self.balancer, "kpi", None) == "batch":
+            # balancers that weigh by task KPIs (DTP with kpi = "batch") see this batch's
+            from pymtl.balancers.dtp import batch_kpis
+
+            kpis = batch_kpis(self.tasks, {k: v.detach() for k, v in outputs.items()}, batch)
+            _average([kpis])  # a NaN (unmeasured) task stays NaN on every process
+            observe(kpis)
         if needs is Needs.LOSSES:
             weights = self.balancer(seen)
             if weights.task is not weights.shared and not torch.equal(weights.task, weights.shared):
