@@ -93,7 +93,8 @@ def test_unknown_top_level_key():
 def test_unknown_component_name():
     with pytest.raises(
         ConfigError,
-        match=r"unknown balancer 'pcgard' \(available: ew, fixed\) @ \$\.balancer\.name",
+        match=r"unknown balancer 'pcgard'; did you mean 'pcgrad'\? \(available: .*\) "
+        r"@ \$\.balancer\.name",
     ):
         resolve_config({"balancer": {"name": "pcgard"}}, REGISTRY)
 

@@ -1,0 +1,167 @@
+"""GradVac: SPEC-methods §2.9 and §2.18 note 5 (first step = PCGrad; the EMA target from step 2)."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pymtl.architectures.hps import HardSharing
+from pymtl.backbones.convnet import ConvNetConfig
+from pymtl.balancers.gradvac import GradVac, GradVacConfig, gradvac_weights
+from pymtl.balancers.pcgrad import PCGrad, TaskOrder
+from pymtl.config import BackboneSection
+from pymtl.engine.step import TrainStep
+from pymtl.tasks import DepthTask, SegmentationTask
+from pymtl.testing import check_balancer
+
+J_A = [[1.0, 0.0], [-1.0, 1.0]]
+J_B = [[1.0, 0.0, 0.0, 0.0], [-1.0, 1.0, 0.0, 0.0], [0.5, -2.0, 1.0, 0.0]]
+
+
+def _gram(J):
+    J = torch.as_tensor(J, dtype=torch.float64)
+    return J @ J.T
+
+
+def _names(T):
+    return [f"t{i}" for i in range(T)]
+
+
+def _vaccinated(J, target, orders, beta):
+    """SPEC-methods §2.9 on the gradient vectors themselves; updates ``target`` in place."""
+    d = torch.zeros(J.shape[1], dtype=J.dtype)
+    for i, order in enumerate(orders):
+        pc = J[i].clone()
+        for j in order:
+            if min(pc @ pc, J[j] @ J[j]) < 1e-20:  # no direction: the pair is skipped
+                continue
+            rho = float(pc @ J[j] / (pc.norm() * J[j].norm()))
+            phi = float(target[i, j])
+            if rho < phi:
+                gain = math.sqrt(1 - phi**2)
+                step = pc.norm() * (phi * math.sqrt(1 - rho**2) - rho * gain) / (J[j].norm() * gain)
+                pc = pc + step * J[j]
+            target[i, j] = (1 - beta) * phi + beta * rho
+        d += pc
+    return d
+
+
+def test_conformance():
+    check_balancer(GradVac)
+    check_balancer(GradVac, config=GradVacConfig(beta=0.1, order="identity", seed=4))
+
+
+@pytest.mark.parametrize("J", [J_A, J_B], ids=["A", "B"])
+def test_first_step_is_pcgrad(J):
+    G, T = _gram(J), len(J)
+    losses = torch.ones(T, dtype=torch.float64)
+    for order in ("identity", "random"):
+        gv = GradVac(_names(T), order=order, seed=3)(losses, gram=G)
+        pc = PCGrad(_names(T), order=order, seed=3)(losses, gram=G)
+        torch.testing.assert_close(gv.shared, pc.shared)
+        assert gv.task.tolist() == [1.0] * T
+
+
+def test_second_step_reaches_the_ema_target_case_a():
+    J = torch.tensor(J_A, dtype=torch.float64)
+    G, losses = J @ J.T, torch.ones(2, dtype=torch.float64)
+    b = GradVac(["a", "b"])
+    rho = -1 / math.sqrt(2)  # cos(g1, g2)
+    torch.testing.assert_close(b(losses, gram=G).shared, torch.tensor([2.0, 1.5], dtype=G.dtype))
+    torch.testing.assert_close(b.target, torch.tensor([[0, rho], [rho, 0]]) / 2, check_dtype=False)
+    w = b(losses, gram=G).shared
+    # two tasks: pc_1 = g1 + (w_2 − 1) g2 and pc_2 = g2 + (w_1 − 1) g1
+    pc1, pc2 = J[0] + (w[1] - 1) * J[1], J[1] + (w[0] - 1) * J[0]
+    for pc, other in ((pc1, J[1]), (pc2, J[0])):
+        cos = pc @ other / (pc.norm() * other.norm())
+        assert cos.item() == pytest.approx(rho / 2, abs=1e-12)  # the target after step 1
+    expected = torch.tensor([[0, 1], [1, 0]], dtype=torch.float64) * 0.75 * rho
+    torch.testing.assert_close(b.target, expected)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    T=st.integers(2, 5),
+    P=st.integers(2, 6),  # P = 1 makes every cosine ±1 (the guards decide; tested below)
+    seed=st.integers(0, 2**31 - 1),
+    beta=st.sampled_from([0.5, 0.1, 1.0]),
+)
+def test_gram_form_equals_vector_form_over_steps(T, P, seed, beta):
+    gen = torch.Generator().manual_seed(seed)
+    target = torch.zeros(T, T, dtype=torch.float64)
+    reference = target.clone()
+    orders = TaskOrder(T, seed=seed % 1000)
+    for _ in range(3):
+        J = torch.randn(T, P, generator=gen, dtype=torch.float64)
+        drawn = orders.draw()
+        w = torch.from_numpy(gradvac_weights((J @ J.T).numpy(), target.numpy(), drawn, beta=beta))
+        expected = _vaccinated(J, reference, drawn, beta)
+        scale = 1 + expected.abs().max()
+        torch.testing.assert_close(J.T @ w, expected, rtol=1e-8, atol=1e-8 * scale)
+        torch.testing.assert_close(target, reference, rtol=1e-9, atol=1e-9)
+
+
+def test_state_round_trip():
+    J = torch.randn(4, 5, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    G, losses = J @ J.T, torch.ones(4, dtype=torch.float64)
+    b = GradVac(_names(4), seed=9)
+    for _ in range(2):
+        b(losses, gram=G)
+    assert set(b.state_dict()) == {"target", "order.rng_state"}
+    fresh = GradVac(_names(4), seed=9)
+    fresh.load_state_dict(copy.deepcopy(b.state_dict()))
+    for _ in range(3):
+        torch.testing.assert_close(fresh(losses, gram=G).shared, b(losses, gram=G).shared)
+    torch.testing.assert_close(fresh.target, b.target)
+
+
+def test_zero_gradient_pairs_are_skipped():
+    G = torch.tensor([[1.0, 0.0, -1.0], [0.0, 0.0, 0.0], [-1.0, 0.0, 2.0]], dtype=torch.float64)
+    b = GradVac(_names(3), order="identity")
+    for _ in range(2):
+        w = b(torch.ones(3, dtype=torch.float64), gram=G).shared
+        assert torch.isfinite(w).all()
+    assert b.target[1].abs().sum() == 0
+    assert b.target[:, 1].abs().sum() == 0
+
+
+def test_target_near_one_stays_finite():
+    b = GradVac(["a", "b"], order="identity")
+    b.target.fill_(1.0)
+    w = b(torch.ones(2, dtype=torch.float64), gram=_gram(J_A)).shared
+    assert torch.isfinite(w).all()
+
+
+@pytest.mark.parametrize("beta", [0, -0.5, 1.5, "0.5", True])
+def test_invalid_beta(beta):
+    with pytest.raises(
+        ValueError, match=r"balancer 'gradvac': 'beta' must be a number in \(0, 1\]"
+    ):
+        GradVacConfig(beta=beta)
+
+
+def test_train_step():
+    tasks = (SegmentationTask(name="seg", num_classes=3), DepthTask(name="depth"))
+    torch.manual_seed(0)
+    backbone = BackboneSection(name="convnet", options=ConvNetConfig(width=4, depth=2))
+    model = HardSharing(tasks, 3, backbone=backbone, head_channels=4, head_rates=(2,)).double()
+    gen = torch.Generator().manual_seed(1)
+    batch = {
+        "image": torch.randn(2, 3, 16, 16, generator=gen, dtype=torch.float64),
+        "seg": torch.randint(0, 3, (2, 16, 16), generator=gen),
+        "depth": torch.rand(2, 1, 16, 16, generator=gen, dtype=torch.float64) + 0.5,
+    }
+    balancer = GradVac(["seg", "depth"])
+    step = TrainStep(model, tasks, balancer)
+    for _ in range(2):
+        model.zero_grad(set_to_none=True)
+        step(batch)
+        for name, p in model.named_parameters():
+            assert p.grad is not None, name
+            assert torch.isfinite(p.grad).all(), name
+    assert balancer.target.abs().sum() > 0
