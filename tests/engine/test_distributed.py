@@ -52,8 +52,11 @@ def _run(args, cwd):
 
 
 @pytest.mark.slow
-def test_two_gloo_processes_match_one(tmp_path):
-    (tmp_path / "run.toml").write_text(CONFIG)
+@pytest.mark.parametrize("balancer", ["ew", "pcgrad", "mgda", "nash_mtl"])
+def test_two_gloo_processes_match_one(tmp_path, balancer):
+    """Gram balancers see the Gram of rank-averaged gradients and draw the same random task
+    orders on every process, so two processes reproduce one."""
+    (tmp_path / "run.toml").write_text(CONFIG + f'\n[balancer]\nname = "{balancer}"\n')
     _run(["-m", "pymtl", "train", "-c", "run.toml", "--out", "single"], tmp_path)
     _run(
         [
