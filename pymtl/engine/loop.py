@@ -72,6 +72,13 @@ def _sync_model(model: Architecture, device: torch.device) -> Architecture:
     return model
 
 
+def _rng_state(device: torch.device) -> dict[str, torch.Tensor]:
+    state = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
 def _prepare_dir(out: Path, config_text: str, resume: bool, overwrite: bool) -> None:
     checkpoint = out / "checkpoints" / "last.pt"
     if resume:
@@ -162,6 +169,8 @@ def _train(
         scheduler.load_state_dict(state["scheduler"])
         balancer.load_state_dict(state["balancer"])
         torch.set_rng_state(state["rng"]["torch"])
+        if device.type == "cuda" and "cuda" in state["rng"]:
+            torch.cuda.set_rng_state(state["rng"]["cuda"], device)
         epoch, skip, global_step = state["epoch"], state["step_in_epoch"], state["global_step"]
         sums = state["epoch_sums"].clone()
         if main:
@@ -180,7 +189,7 @@ def _train(
                     "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(),
                     "balancer": balancer.state_dict(),
-                    "rng": {"torch": torch.get_rng_state()},
+                    "rng": _rng_state(device),
                     "epoch_sums": sums if in_epoch else torch.zeros_like(sums),
                 },
             )
