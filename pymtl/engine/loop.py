@@ -9,7 +9,6 @@ stored single-task baselines when they exist) and plots. The run directory holds
 
 from __future__ import annotations
 
-import os
 import shutil
 import sys
 import time
@@ -20,11 +19,11 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from pymtl.architectures.base import Architecture
 from pymtl.config import RunConfig, dump_toml
 from pymtl.engine import build, rundir
 from pymtl.engine.checkpoint import load_checkpoint, save_checkpoint
 from pymtl.engine.data import epoch_batches, loader
+from pymtl.engine.distributed import init_distributed, rank_world, sync_model
 from pymtl.engine.evaluate import evaluate
 from pymtl.engine.step import TrainStep, zero_grad
 from pymtl.engine.summary import summarize
@@ -32,44 +31,6 @@ from pymtl.errors import PymtlError
 from pymtl.plugins import Registry, get_registry
 
 __all__ = ["train"]
-
-
-def _rank_world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def _init_distributed(device: str) -> tuple[torch.device, bool]:
-    """Join the process group torchrun describes (WORLD_SIZE > 1); returns the device of this
-    process and whether the group was created here."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1 or (dist.is_available() and dist.is_initialized()):
-        return torch.device(device), False
-    cuda = device.startswith("cuda")
-    dist.init_process_group(backend="nccl" if cuda else "gloo")
-    if cuda:
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        torch.cuda.set_device(local)
-        return torch.device("cuda", local), True
-    return torch.device(device), True
-
-
-def _sync_model(model: Architecture, device: torch.device) -> Architecture:
-    """Same initial weights on every process; synchronised BatchNorm on CUDA.
-
-    On CPU, BatchNorm statistics stay per process (torch has no CPU SyncBatchNorm): results
-    then depend on how the batch is split, exactly as with DDP; use GroupNorm
-    (``norm = "group"``) for batch-split-independent results.
-    """
-    _, world = _rank_world()
-    if world == 1:
-        return model
-    if device.type == "cuda":
-        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # type: ignore[no-untyped-call]
-    for tensor in [*model.parameters(), *model.buffers()]:
-        dist.broadcast(tensor.data, src=0)
-    return model
 
 
 def _rng_state(device: torch.device) -> dict[str, torch.Tensor]:
@@ -117,7 +78,7 @@ def train(
     """
     registry = registry or get_registry()
     out = Path(out)
-    device, owns_group = _init_distributed(config.device)
+    device, owns_group = init_distributed(config.device)
     try:
         return _train(config, out, resume, registry, progress, overwrite, device)
     finally:
@@ -134,7 +95,7 @@ def _train(
     overwrite: bool,
     device: torch.device,
 ) -> dict[str, Any]:
-    rank, world = _rank_world()
+    rank, world = rank_world()
     main = rank == 0
     progress = sys.stderr.isatty() and main if progress is None else progress and main
     digest = build.config_hash(config, registry)
@@ -145,7 +106,7 @@ def _train(
     torch.manual_seed(config.seed)
     train_set = build.build_dataset(config, registry, "train")
     eval_set = build.build_dataset(config, registry, config.train.eval_split)
-    model = _sync_model(build.build_model(config, registry, train_set).to(device), device)
+    model = sync_model(build.build_model(config, registry, train_set).to(device), device)
     balancer = build.build_balancer(config, registry, train_set).to(device)
     t = config.train
     per_epoch = len(epoch_batches(len(train_set), t.batch_size, seed=0, epoch=0, shuffle=False))
