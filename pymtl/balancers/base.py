@@ -109,6 +109,14 @@ class Balancer(Component, nn.Module):
         self._check(losses, gram, jacobian)
         return self.compute(losses, gram=gram, jacobian=jacobian)
 
+    wants_losses_after_step: ClassVar[bool] = False
+    """True: after each optimiser step the loop recomputes the batch's losses (one extra
+    forward pass, no gradients) and calls :meth:`after_step` with them (FAMO)."""
+
+    def after_step(self, losses_before: Tensor, losses_after: Tensor) -> None:
+        """The batch's [T] losses before and after the optimiser step (process-averaged), for
+        balancers with ``wants_losses_after_step``. Default: nothing."""
+
     def on_epoch_end(self, epoch: int) -> None:
         """Called by the training loop after epoch ``epoch`` (1-based) ends, on every process.
 

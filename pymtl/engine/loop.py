@@ -196,6 +196,8 @@ def _train(
             if t.grad_clip:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
             optimizer.step()
+            if balancer.wants_losses_after_step:
+                balancer.after_step(result.losses, step.losses_after(batch))
             scheduler.step()
             global_step += 1
             images += batch["image"].shape[0] * world

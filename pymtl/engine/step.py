@@ -142,6 +142,19 @@ class TrainStep:
             _average([p.grad for p in self.model.parameters() if p.grad is not None])
         return StepResult(losses=seen, weights=weights)
 
+    @torch.no_grad()
+    def losses_after(self, batch: Mapping[str, Tensor]) -> Tensor:
+        """[T] losses of ``batch`` with the current weights (after the optimiser step),
+        process-averaged; for balancers that learn from the loss decrease (FAMO)."""
+        was_training = self.model.training
+        self.model.eval()  # BatchNorm: use, don't update, the running statistics
+        try:
+            losses = self.losses(self.model(batch["image"]), batch)
+        finally:
+            self.model.train(was_training)
+        _average([losses])
+        return losses
+
     def losses(self, outputs: Mapping[str, Tensor], batch: Mapping[str, Tensor]) -> Tensor:
         """[T] task losses, in task order; a NaN or infinite loss stops the run."""
         values = []
