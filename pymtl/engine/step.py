@@ -146,12 +146,14 @@ class TrainStep:
     def losses_after(self, batch: Mapping[str, Tensor]) -> Tensor:
         """[T] losses of ``batch`` with the current weights (after the optimiser step),
         process-averaged; for balancers that learn from the loss decrease (FAMO)."""
-        was_training = self.model.training
-        self.model.eval()  # BatchNorm: use, don't update, the running statistics
+        # same mode as the step (BatchNorm uses batch statistics, as FAMO's reference does),
+        # but the running statistics are restored: this extra pass leaves no trace
+        saved = [b.clone() for b in self.model.buffers()]
         try:
             losses = self.losses(self.model(batch["image"]), batch)
         finally:
-            self.model.train(was_training)
+            for b, s in zip(self.model.buffers(), saved, strict=True):
+                b.copy_(s)
         _average([losses])
         return losses
 
