@@ -59,6 +59,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "pymtl.balancers.gradvac",
     "pymtl.balancers.cagrad",
     "pymtl.balancers.nash_mtl",
+    "pymtl.balancers.famo",
     "pymtl.architectures.hps",
     "pymtl.architectures.stl",
     "pymtl.backbones.convnet",

@@ -43,7 +43,7 @@ def test_every_hook_is_documented(kind):
 def test_unknown_name_suggests_the_closest():
     with pytest.raises(
         UnknownComponentError,
-        match=r"unknown balancer 'fixd'; did you mean 'fixed'\? \(available: .*\bew, fixed\b",
+        match=r"unknown balancer 'fixd'; did you mean 'fixed'\? \(available: .*\bew\b.*\bfixed\b",
     ):
         REGISTRY.get("balancer", "fixd")
 
