@@ -225,7 +225,7 @@ class TrainStep:
         offset = 0
         for p in wrt:
             g = combined[offset : offset + p.numel()].view_as(p)
-            p.grad = g.to(p.dtype).clone()
+            p.grad = g.to(p.dtype)  # a view into `combined`: no copy of the P-vector
             offset += p.numel()
         return weights
 
