@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -111,8 +112,6 @@ def train_baselines(
         summary_path = out / "metrics.json"
         if summary_path.is_file():
             print(f"baseline seed {seed}: already trained in {out}", file=sys.stderr)
-            import json
-
             record = json.loads(summary_path.read_text())
         else:
             resume = (out / "checkpoints" / "last.pt").is_file()
