@@ -114,17 +114,11 @@ class Task(ABC):
 
 
 @attrs.frozen(kw_only=True)
-class SegmentationTask(Task):
-    """Per-pixel classification, pixel-wise cross-entropy; metrics mIoU and pixel accuracy [S].
+class _ClassIndexTask(Task):
+    """Class-index targets (per pixel or per image), cross-entropy ignoring ``ignore_index``."""
 
-    Targets: [B, H, W] int64 class indices, ``ignore_index`` where unlabelled.
-    """
-
-    kind: ClassVar[str] = "segmentation"
     num_classes: int = attrs.field(validator=attrs.validators.gt(0))
     ignore_index: int = -1
-    class_names: tuple[str, ...] = ()
-    primary: str = "miou"
 
     @property
     def channels(self) -> int:
@@ -136,6 +130,18 @@ class SegmentationTask(Task):
     def elementwise_loss(self, pred: Tensor, target: Tensor) -> Tensor:
         safe = torch.where(self.valid_mask(target), target, torch.zeros_like(target))
         return F.cross_entropy(pred, safe, reduction="none")
+
+
+@attrs.frozen(kw_only=True)
+class SegmentationTask(_ClassIndexTask):
+    """Per-pixel classification, pixel-wise cross-entropy; metrics mIoU and pixel accuracy [S].
+
+    Targets: [B, H, W] int64 class indices, ``ignore_index`` where unlabelled.
+    """
+
+    kind: ClassVar[str] = "segmentation"
+    class_names: tuple[str, ...] = ()
+    primary: str = "miou"
 
     def metric(self) -> Metric:
         from pymtl.metrics.segmentation import SegmentationMetric
@@ -289,7 +295,7 @@ class SaliencyTask(_BinaryDenseTask):
 
 
 @attrs.frozen(kw_only=True)
-class ClassificationTask(Task):
+class ClassificationTask(_ClassIndexTask):
     """Image-level single-label classification, cross-entropy; metric accuracy [S].
 
     Targets: [B] int64, ``ignore_index`` for unlabelled samples.
@@ -297,20 +303,7 @@ class ClassificationTask(Task):
 
     kind: ClassVar[str] = "classification"
     dense: ClassVar[bool] = False
-    num_classes: int = attrs.field(validator=attrs.validators.gt(0))
-    ignore_index: int = -1
     primary: str = "accuracy"
-
-    @property
-    def channels(self) -> int:
-        return self.num_classes
-
-    def valid_mask(self, target: Tensor) -> Tensor:
-        return target != self.ignore_index
-
-    def elementwise_loss(self, pred: Tensor, target: Tensor) -> Tensor:
-        safe = torch.where(self.valid_mask(target), target, torch.zeros_like(target))
-        return F.cross_entropy(pred, safe, reduction="none")
 
     def metric(self) -> Metric:
         from pymtl.metrics.image import ClassificationMetric
