@@ -15,11 +15,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+import attrs
 import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+from pymtl.architectures.base import Architecture
+from pymtl.balancers.base import Balancer
 from pymtl.config import RunConfig, dump_toml
+from pymtl.data.base import Dataset
 from pymtl.engine import build, rundir
 from pymtl.engine.checkpoint import load_checkpoint, save_checkpoint
 from pymtl.engine.data import epoch_batches, loader
@@ -86,6 +90,106 @@ def train(
             dist.destroy_process_group()
 
 
+@attrs.define
+class _Run:
+    """A run being trained: its components and where it stands."""
+
+    config: RunConfig
+    out: Path
+    device: torch.device
+    digest: str
+    model: Architecture
+    balancer: Balancer
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    step: TrainStep
+    train_set: Dataset
+    per_epoch: int
+    rank: int = 0
+    world: int = 1
+    epoch: int = 0
+    skip: int = 0
+    global_step: int = 0
+    images: int = 0
+    sums: torch.Tensor = attrs.field(factory=lambda: torch.zeros(0))
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def checkpoint(self, in_epoch: int) -> None:
+        """Save the position (``in_epoch`` steps into ``self.epoch``) on the first process."""
+        if not self.main:
+            return
+        save_checkpoint(
+            self.out / "checkpoints" / "last.pt",
+            {
+                "config_hash": self.digest,
+                "epoch": self.epoch,
+                "step_in_epoch": in_epoch,
+                "global_step": self.global_step,
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "balancer": self.balancer.state_dict(),
+                "rng": _rng_state(self.device),
+                "epoch_sums": self.sums if in_epoch else torch.zeros_like(self.sums),
+            },
+        )
+
+    def restore(self) -> None:
+        state = load_checkpoint(self.out / "checkpoints" / "last.pt", config_hash=self.digest)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.balancer.load_state_dict(state["balancer"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if self.device.type == "cuda" and "cuda" in state["rng"]:
+            torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
+        self.epoch, self.skip = state["epoch"], state["step_in_epoch"]
+        self.global_step = state["global_step"]
+        self.sums = state["epoch_sums"].clone()
+
+
+def _build_run(
+    config: RunConfig, out: Path, registry: Registry, device: torch.device, digest: str
+) -> tuple[_Run, Dataset]:
+    """Every component of the run, and the evaluation split."""
+    torch.manual_seed(config.seed)
+    t = config.train
+    train_set = build.build_dataset(config, registry, "train")
+    eval_set = build.build_dataset(config, registry, t.eval_split)
+    model = sync_model(build.build_model(config, registry, train_set).to(device), device)
+    balancer = build.build_balancer(config, registry, train_set).to(device)
+    per_epoch = len(epoch_batches(len(train_set), t.batch_size, seed=0, epoch=0, shuffle=False))
+    per_epoch = min(per_epoch, t.steps_per_epoch) if t.steps_per_epoch else per_epoch
+    if per_epoch == 0:
+        raise PymtlError(
+            f"train split has {len(train_set)} samples, fewer than one batch of {t.batch_size}"
+        )
+    optimizer, scheduler = build.build_optimizer(config, model, balancer, per_epoch * t.epochs)
+    if t.compile:
+        model.compile()
+    rank, world = rank_world()
+    run = _Run(
+        config=config,
+        out=out,
+        device=device,
+        digest=digest,
+        model=model,
+        balancer=balancer,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        step=TrainStep(model, train_set.tasks, balancer),
+        train_set=train_set,
+        per_epoch=per_epoch,
+        rank=rank,
+        world=world,
+        sums=torch.zeros(3, len(train_set.tasks), dtype=torch.float64),  # loss, weight, count
+    )
+    return run, eval_set
+
+
 def _train(
     config: RunConfig,
     out: Path,
@@ -96,67 +200,20 @@ def _train(
     device: torch.device,
 ) -> dict[str, Any]:
     rank, world = rank_world()
-    main = rank == 0
-    progress = sys.stderr.isatty() and main if progress is None else progress and main
+    progress = sys.stderr.isatty() and rank == 0 if progress is None else progress and rank == 0
     digest = build.config_hash(config, registry)
-    if main:
+    if rank == 0:
         _prepare_dir(out, dump_toml(config, registry), resume, overwrite)
     if world > 1:
         dist.barrier()  # the run directory exists (or the error above stopped rank 0)
-    torch.manual_seed(config.seed)
-    train_set = build.build_dataset(config, registry, "train")
-    eval_set = build.build_dataset(config, registry, config.train.eval_split)
-    model = sync_model(build.build_model(config, registry, train_set).to(device), device)
-    balancer = build.build_balancer(config, registry, train_set).to(device)
-    t = config.train
-    per_epoch = len(epoch_batches(len(train_set), t.batch_size, seed=0, epoch=0, shuffle=False))
-    per_epoch = min(per_epoch, t.steps_per_epoch) if t.steps_per_epoch else per_epoch
-    if per_epoch == 0:
-        raise PymtlError(
-            f"train split has {len(train_set)} samples, fewer than one batch of {t.batch_size}"
-        )
-    optimizer, scheduler = build.build_optimizer(config, model, balancer, per_epoch * t.epochs)
-    if t.compile:
-        model.compile()
-    step = TrainStep(model, train_set.tasks, balancer)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=t.amp)
-    epoch, skip, global_step = 0, 0, 0
-    names = train_set.task_names
-    sums = torch.zeros(3, len(names), dtype=torch.float64)  # epoch sums: loss, weight, count
+    run, eval_set = _build_run(config, out, registry, device, digest)
     if resume:
-        state = load_checkpoint(out / "checkpoints" / "last.pt", config_hash=digest)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        balancer.load_state_dict(state["balancer"])
-        torch.set_rng_state(state["rng"]["torch"])
-        if device.type == "cuda" and "cuda" in state["rng"]:
-            torch.cuda.set_rng_state(state["rng"]["cuda"], device)
-        epoch, skip, global_step = state["epoch"], state["step_in_epoch"], state["global_step"]
-        sums = state["epoch_sums"].clone()
-        if main:
-            rundir.truncate_jsonl(out / "metrics.jsonl", max_epoch=epoch)
-
-    def checkpoint(ep: int, in_epoch: int) -> None:
-        if main:
-            save_checkpoint(
-                out / "checkpoints" / "last.pt",
-                {
-                    "config_hash": digest,
-                    "epoch": ep,
-                    "step_in_epoch": in_epoch,
-                    "global_step": global_step,
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "balancer": balancer.state_dict(),
-                    "rng": _rng_state(device),
-                    "epoch_sums": sums if in_epoch else torch.zeros_like(sums),
-                },
-            )
-
-    writer = _tensorboard(out) if main else None
-    started, images = time.perf_counter(), 0
+        run.restore()
+        if run.main:
+            rundir.truncate_jsonl(out / "metrics.jsonl", max_epoch=run.epoch)
+    t = config.train
+    writer = _tensorboard(out) if run.main else None
+    started = time.perf_counter()
     eval_batches = epoch_batches(
         len(eval_set),
         t.eval_batch_size or t.batch_size,
@@ -165,121 +222,123 @@ def _train(
         shuffle=False,
         drop_last=False,
     )
-    while epoch < t.epochs:
-        if hasattr(train_set, "set_epoch"):
-            train_set.set_epoch(epoch)
-        batches = epoch_batches(
-            len(train_set), t.batch_size, seed=config.seed, epoch=epoch, rank=rank, world=world
-        )[:per_epoch]
-        bar = tqdm(
-            total=per_epoch,
-            initial=skip,
-            desc=f"epoch {epoch + 1}/{t.epochs}",
-            unit="step",
-            disable=not progress,
-            leave=False,
-        )
-        model.train()
-        for i, batch in enumerate(
-            loader(train_set, batches[skip:], workers=t.num_workers), start=skip
-        ):
-            batch = {k: v.to(device) for k, v in batch.items()}
-            zero_grad(model)
-            zero_grad(balancer)
-            try:
-                with autocast:
-                    result = step(batch)
-            except PymtlError as exc:
-                raise type(exc)(
-                    f"{exc} at epoch {epoch + 1}, step {i + 1} (global step {global_step + 1})"
-                ) from None
-            if t.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
-            optimizer.step()
-            if balancer.wants_losses_after_step:
-                balancer.after_step(result.losses, step.losses_after(batch))
-            scheduler.step()
-            global_step += 1
-            images += batch["image"].shape[0] * world
-            w = result.weights.shared.detach().to(torch.float64).cpu()
-            sums += torch.stack([result.losses.cpu().double(), w, torch.ones_like(w)])
-            if writer is not None:
-                for n, loss, weight in zip(names, result.losses.tolist(), w.tolist(), strict=True):
-                    writer.add_scalar(f"loss/{n}", loss, global_step)
-                    writer.add_scalar(f"weight/{n}", weight, global_step)
-            bar.update(1)
-            bar.set_postfix(loss=f"{float(result.losses.sum()):.3g}")
-            if t.checkpoint_every and global_step % t.checkpoint_every == 0 and i + 1 < per_epoch:
-                checkpoint(epoch, i + 1)
-        bar.close()
-        skip = 0
-        epoch += 1
-        balancer.on_epoch_end(epoch)
-        epoch_sums, sums = sums, torch.zeros_like(sums)
-        if main:
+    while run.epoch < t.epochs:
+        _train_epoch(run, writer, progress)
+        run.epoch += 1
+        run.balancer.on_epoch_end(run.epoch)
+        epoch_sums, run.sums = run.sums, torch.zeros_like(run.sums)
+        if run.main:
             metrics = evaluate(
-                model,
+                run.model,
                 loader(eval_set, eval_batches),
-                train_set.tasks,
+                run.train_set.tasks,
                 device=device,
                 progress=progress,
                 total=len(eval_batches),
             )
-            record = _epoch_record(
-                epoch,
-                global_step,
-                started,
-                images,
-                epoch_sums,
-                names,
-                scheduler,
-                t.eval_split,
-                metrics,
-            )
+            record = _epoch_record(run, started, epoch_sums, t.eval_split, metrics)
             rundir.append_jsonl(out / "metrics.jsonl", record)
-            _log_epoch(writer, record, train_set.tasks, t.epochs)
-        checkpoint(epoch, 0)
+            _log_epoch(writer, record, run.train_set.tasks, t.epochs)
+        run.checkpoint(0)
         if world > 1:
             dist.barrier()
     if writer is not None:
         writer.close()
-    if not main:
+    if not run.main:
         return {}
     return summarize(
         config,
         registry,
         out,
-        train_set.tasks,
+        run.train_set.tasks,
         digest,
         wall=time.perf_counter() - started,
-        images=images,
+        images=run.images,
     )
 
 
+def _train_epoch(run: _Run, writer: Any, progress: bool) -> None:
+    """The steps of ``run.epoch`` from ``run.skip`` on (mid-epoch checkpoints included)."""
+    t, names = run.config.train, run.train_set.task_names
+    if hasattr(run.train_set, "set_epoch"):
+        run.train_set.set_epoch(run.epoch)
+    batches = epoch_batches(
+        len(run.train_set),
+        t.batch_size,
+        seed=run.config.seed,
+        epoch=run.epoch,
+        rank=run.rank,
+        world=run.world,
+    )[: run.per_epoch]
+    bar = tqdm(
+        total=run.per_epoch,
+        initial=run.skip,
+        desc=f"epoch {run.epoch + 1}/{t.epochs}",
+        unit="step",
+        disable=not progress,
+        leave=False,
+    )
+    autocast = torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=t.amp)
+    run.model.train()
+    data = loader(run.train_set, batches[run.skip :], workers=t.num_workers)
+    for i, batch in enumerate(data, start=run.skip):
+        batch = {k: v.to(run.device) for k, v in batch.items()}
+        zero_grad(run.model)
+        zero_grad(run.balancer)
+        try:
+            with autocast:
+                result = run.step(batch)
+        except PymtlError as exc:
+            raise type(exc)(
+                f"{exc} at epoch {run.epoch + 1}, step {i + 1} (global step {run.global_step + 1})"
+            ) from None
+        if t.grad_clip:
+            torch.nn.utils.clip_grad_norm_(run.model.parameters(), t.grad_clip)
+        run.optimizer.step()
+        if run.balancer.wants_losses_after_step:
+            run.balancer.after_step(result.losses, run.step.losses_after(batch))
+        run.scheduler.step()
+        run.global_step += 1
+        run.images += batch["image"].shape[0] * run.world
+        w = result.weights.shared.detach().to(torch.float64).cpu()
+        run.sums += torch.stack([result.losses.cpu().double(), w, torch.ones_like(w)])
+        if writer is not None:
+            for n, loss, weight in zip(names, result.losses.tolist(), w.tolist(), strict=True):
+                writer.add_scalar(f"loss/{n}", loss, run.global_step)
+                writer.add_scalar(f"weight/{n}", weight, run.global_step)
+        bar.update(1)
+        bar.set_postfix(loss=f"{float(result.losses.sum()):.3g}")
+        if (
+            t.checkpoint_every
+            and run.global_step % t.checkpoint_every == 0
+            and i + 1 < run.per_epoch
+        ):
+            run.checkpoint(i + 1)
+    bar.close()
+    run.skip = 0
+
+
 def _epoch_record(
-    epoch: int,
-    global_step: int,
+    run: _Run,
     started: float,
-    images: int,
     sums: torch.Tensor,
-    names: tuple[str, ...],
-    scheduler: Any,
     split: str,
     metrics: dict[str, dict[str, float]],
 ) -> dict[str, Any]:
+    names = run.train_set.task_names
     count = sums[2].clamp_min(1)
     elapsed = time.perf_counter() - started
     return {
-        "epoch": epoch,
-        "step": global_step,
+        "epoch": run.epoch,
+        "step": run.global_step,
         "time_s": elapsed,
         "split": split,
         "train": {
             "loss": dict(zip(names, (sums[0] / count).tolist(), strict=True)),
             "weights": dict(zip(names, (sums[1] / count).tolist(), strict=True)),
             "total_loss": float((sums[0] / count).sum()),
-            "lr": float(scheduler.get_last_lr()[0]),
-            "images_per_s": images / max(elapsed, 1e-9),
+            "lr": float(run.scheduler.get_last_lr()[0]),
+            "images_per_s": run.images / max(elapsed, 1e-9),
         },
         "metrics": metrics,
     }
