@@ -136,6 +136,11 @@ class TrainConfig:
         num_workers: data-loading worker processes.
         amp: mixed precision (bfloat16 autocast on CPU, float16 on CUDA) for the forward pass.
         compile: ``torch.compile`` the model's forward.
+        grad_mode: how gradient balancers get per-task gradients: ``auto``, ``batched`` (one
+            vectorised backward), ``sequential`` (one backward per task) or ``gram`` (J never
+            stored); see :mod:`pymtl.engine.gradients`.
+        grad_memory_mb: memory budget for the per-task gradients J in ``auto`` mode; over it,
+            ``gram`` mode is used.
     """
 
     epochs: int = attrs.field(default=1, validator=_positive)
@@ -155,6 +160,10 @@ class TrainConfig:
     num_workers: int = attrs.field(default=0, validator=_non_negative)
     amp: bool = False
     compile: bool = False
+    grad_mode: str = attrs.field(
+        default="auto", validator=_one_of("auto", "batched", "sequential", "gram")
+    )
+    grad_memory_mb: float = attrs.field(default=1024.0, validator=_positive)
 
 
 @attrs.frozen(kw_only=True)

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from pymtl.component import Component
 
-__all__ = ["Balancer", "Needs", "Weights", "check_tasks", "constant_weights"]
+__all__ = ["GROUPS", "Balancer", "Needs", "Weights", "check_tasks", "constant_weights"]
 
 
 class Needs(enum.Enum):
@@ -43,6 +43,13 @@ class Needs(enum.Enum):
     """``G_Z`` [T, T] of the per-task gradients of the shared representation Z."""
     REPRESENTATION_JACOBIAN = "representation_jacobian"
     """``J_Z`` [T, |Z|] of the per-task gradients of the shared representation Z."""
+    LAYER_GRAM = "layer_gram"
+    """``G^W`` [T, T] of the per-task gradients of one shared parameter tensor W (named by
+    :meth:`Balancer.layer`); the update is one backward of ``Σ_t w_t L_t`` (GradNorm)."""
+
+
+GROUPS = ("whole_model", "per_layer", "per_tensor")
+"""Parameter groupings of the Gram matrix: one group, one per module, one per tensor."""
 
 
 @attrs.frozen(eq=False)
@@ -50,14 +57,19 @@ class Weights:
     """A balancer's answer for one step.
 
     Attributes:
-        shared: ``w`` [T], weights of the per-task gradients of the shared parameters.
+        shared: ``w`` [T], weights of the per-task gradients of the shared parameters; [K, T]
+            for a balancer with K parameter groups (row k weighs group k's columns).
         task: ``s`` [T], weights of each task's gradient of its own parameters.
         aux_loss: scalar loss on the balancer's own parameters, or ``None``.
+        direct: the update of the shared parameters itself (``[P]``, or ``[|Z|]`` in
+            representation mode), for the methods whose update is not of the form ``Jᵀ w``
+            (GradDrop, DB-MTL); ``shared`` is then only reported.
     """
 
     shared: Tensor
     task: Tensor
     aux_loss: Tensor | None = None
+    direct: Tensor | None = None
 
 
 def check_tasks(tasks: Sequence[str], *, where: str) -> tuple[str, ...]:
@@ -82,6 +94,12 @@ class Balancer(Component, nn.Module):
 
     kind: ClassVar[str] = "balancer"
     needs: ClassVar[Needs] = Needs.LOSSES
+    groups: str = "whole_model"
+    """With a Gram need: ``whole_model`` (one [T, T] Gram), or ``per_layer`` / ``per_tensor``
+    (a [K, T, T] stack, one Gram per group of shared parameters; GradVac)."""
+    wants_representation: ClassVar[bool] = False
+    """True: :meth:`compute` also receives ``representation``, the detached shared activation
+    Z (GradDrop's sign decisions), in representation mode."""
 
     def __init__(self, tasks: Sequence[str]) -> None:
         super().__init__()
@@ -97,17 +115,42 @@ class Balancer(Component, nn.Module):
         return len(self.tasks)
 
     def forward(
-        self, losses: Tensor, *, gram: Tensor | None = None, jacobian: Tensor | None = None
+        self,
+        losses: Tensor,
+        *,
+        gram: Tensor | None = None,
+        jacobian: Tensor | None = None,
+        representation: Tensor | None = None,
     ) -> Weights:
         """Validate the inputs against ``needs`` and return :meth:`compute`'s weights.
 
         Args:
             losses: [T] per-task losses, in the order of ``self.tasks``.
-            gram: [T, T] Gram matrix, when ``needs`` is a Gram.
+            gram: [T, T] Gram matrix, when ``needs`` is a Gram ([K, T, T] with K groups).
             jacobian: [T, P] Jacobian, when ``needs`` is a Jacobian.
+            representation: the shared activation Z, for balancers with
+                ``wants_representation``.
         """
         self._check(losses, gram, jacobian)
+        if self.wants_representation:
+            if representation is None:
+                raise ValueError(f"balancer {self.name!r}: needs representation (the activation Z)")
+            return self.compute(  # type: ignore[call-arg]
+                losses, gram=gram, jacobian=jacobian, representation=representation
+            )
         return self.compute(losses, gram=gram, jacobian=jacobian)
+
+    def layer(self, shared: Sequence[tuple[str, Tensor]]) -> str:
+        """For ``Needs.LAYER_GRAM``: the name of W among the shared parameters ``shared``
+        (``(name, parameter)`` in registration order). Default: the last one with more than
+        one dimension (the last shared layer's weight)."""
+        weights = [n for n, p in shared if p.dim() > 1]
+        if not weights:
+            names = [n for n, _ in shared]
+            raise ValueError(
+                f"balancer {self.name!r}: no shared weight tensor (ndim > 1) among {names}"
+            )
+        return weights[-1]
 
     wants_losses_after_step: ClassVar[bool] = False
     """True: after each optimiser step the loop recomputes the batch's losses (one extra
@@ -138,11 +181,21 @@ class Balancer(Component, nn.Module):
             )
         if not losses.is_floating_point():
             raise ValueError(f"{where}: losses must be floating point, got {losses.dtype}")
-        wants_gram = self.needs in (Needs.GRAM, Needs.REPRESENTATION_GRAM)
+        wants_gram = self.needs in (Needs.GRAM, Needs.REPRESENTATION_GRAM, Needs.LAYER_GRAM)
         wants_jac = self.needs in (Needs.JACOBIAN, Needs.REPRESENTATION_JACOBIAN)
-        if wants_gram and (gram is None or gram.shape != (T, T)):
+        grouped = self.groups != "whole_model"
+        if wants_gram and (
+            gram is None
+            or (not grouped and gram.shape != (T, T))
+            or (grouped and (gram.dim() != 3 or gram.shape[1:] != (T, T)))
+        ):
             shape = "None" if gram is None else str(tuple(gram.shape))
-            raise ValueError(f"{where}: needs gram of shape ({T}, {T}), got {shape}")
+            expected = (
+                f"(K, {T}, {T}) (one per group, groups={self.groups!r})"
+                if grouped
+                else (f"({T}, {T})")
+            )
+            raise ValueError(f"{where}: needs gram of shape {expected}, got {shape}")
         if wants_jac and (jacobian is None or jacobian.dim() != 2 or jacobian.shape[0] != T):
             shape = "None" if jacobian is None else str(tuple(jacobian.shape))
             raise ValueError(f"{where}: needs jacobian of shape ({T}, P), got {shape}")

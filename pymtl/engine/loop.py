@@ -180,7 +180,13 @@ def _build_run(
         balancer=balancer,
         optimizer=optimizer,
         scheduler=scheduler,
-        step=TrainStep(model, train_set.tasks, balancer),
+        step=TrainStep(
+            model,
+            train_set.tasks,
+            balancer,
+            grad_mode=t.grad_mode,
+            grad_memory_mb=t.grad_memory_mb,
+        ),
         train_set=train_set,
         per_epoch=per_epoch,
         rank=rank,
@@ -212,6 +218,8 @@ def _train(
         if run.main:
             rundir.truncate_jsonl(out / "metrics.jsonl", max_epoch=run.epoch)
     t = config.train
+    if run.main and run.step.plan.mode != "losses":
+        print(f"pymtl: {run.step.describe()}", file=sys.stderr)
     writer = _tensorboard(out) if run.main else None
     started = time.perf_counter()
     eval_batches = epoch_batches(

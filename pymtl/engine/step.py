@@ -1,13 +1,16 @@
 """One training step: forward, per-task losses, the balancer, gradients [pymtl].
 
 The step asks the balancer what it needs (``Balancer.needs``) and computes exactly that, once,
-here:
+here, with the gradient engine of :mod:`pymtl.engine.gradients`:
 
 * ``LOSSES``: weights from the detached losses, one backward of ``Σ_t w_t L_t + aux``.
   Equal and fixed weights cost one backward pass.
 * ``GRAM`` / ``JACOBIAN``: the per-task gradients J [T, P] of the shared parameters (one
-  ``autograd.grad`` per task), ``G = gram(J)`` when asked; the shared parameters receive
-  ``Jᵀ w`` and each task's own parameters ``s_t ∇θ_t L_t``.
+  batched backward, or one per task), ``G = gram(J)`` (one per parameter group when the
+  balancer asks); the shared parameters receive ``Jᵀ w`` (or the balancer's own update), each
+  task's own parameters ``s_t ∇θ_t L_t``. In ``gram`` mode J is never stored: G is folded
+  chunk by chunk and the update is a weighted backward.
+* ``LAYER_GRAM``: the same Gram for one shared tensor W, then one backward of ``Σ_t w_t L_t``.
 * ``REPRESENTATION_*``: the same with respect to the shared representation Z: the decoder runs
   on a detached copy of Z, J_Z is taken there, and ``J_Zᵀ w`` is back-propagated through the
   encoder once.
@@ -19,6 +22,7 @@ step. The step never calls the optimiser: the loop does.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping, Sequence
 
 import attrs
@@ -28,13 +32,15 @@ from torch import Tensor, nn
 
 from pymtl.architectures.base import Architecture
 from pymtl.balancers.base import Balancer, Needs, Weights
+from pymtl.engine import gradients
+from pymtl.engine.gradients import combine
 from pymtl.errors import PymtlError
 from pymtl.ops.gram import gram
 from pymtl.tasks.base import Task
 
 __all__ = ["NonFiniteLossError", "StepResult", "TrainStep"]
 
-_GRAM = (Needs.GRAM, Needs.REPRESENTATION_GRAM)
+_GRAM = (Needs.GRAM, Needs.REPRESENTATION_GRAM, Needs.LAYER_GRAM)
 _REPRESENTATION = (Needs.REPRESENTATION_GRAM, Needs.REPRESENTATION_JACOBIAN)
 
 
@@ -48,10 +54,6 @@ class StepResult:
 
     losses: Tensor  # [T], averaged over processes under torch.distributed
     weights: Weights
-
-
-def _device_type(rows: Sequence[Tensor]) -> str:
-    return rows[0].device.type if rows else "cpu"
 
 
 def _world_size() -> int:
@@ -78,9 +80,20 @@ class TrainStep:
         model: the architecture.
         tasks: the dataset's task declarations (model output keys).
         balancer: maps losses (and G / J) to weights.
+        grad_mode: ``auto``, ``sequential``, ``batched`` or ``gram`` (see
+            :mod:`pymtl.engine.gradients`).
+        grad_memory_mb: memory budget of J in ``auto`` mode.
     """
 
-    def __init__(self, model: Architecture, tasks: Sequence[Task], balancer: Balancer) -> None:
+    def __init__(
+        self,
+        model: Architecture,
+        tasks: Sequence[Task],
+        balancer: Balancer,
+        *,
+        grad_mode: str = "auto",
+        grad_memory_mb: float = 1024.0,
+    ) -> None:
         self.model = model
         self.tasks = tuple(tasks)
         self.balancer = balancer
@@ -88,18 +101,46 @@ class TrainStep:
         # parameters that are not shared: each task's own, and the balancer's
         self.own = [p for t in model.tasks for p in model.task_parameters(t) if p.requires_grad]
         self.own += [p for p in balancer.parameters() if p.requires_grad]
+        self.wrt: list[Tensor] = []
+        self.bounds: list[int] = []
+        self.fallback_note = ""
         if needs in _REPRESENTATION and not model.has_shared_representation:
             raise PymtlError(
                 f"balancer {balancer.name!r} needs the shared representation, but architecture "
                 f"{model.name!r} has none; use an architecture with a shared encoder (e.g. hps)"
             )
         if needs not in _REPRESENTATION and needs is not Needs.LOSSES:
-            self.shared = [p for p in model.shared_parameters() if p.requires_grad]
-            if not self.shared:
+            names = {id(p): n for n, p in model.named_parameters()}
+            shared = [(names[id(p)], p) for p in model.shared_parameters() if p.requires_grad]
+            if not shared:
                 raise PymtlError(
                     f"balancer {balancer.name!r} needs gradients of shared parameters, but "
                     f"architecture {model.name!r} shares none"
                 )
+            if needs is Needs.LAYER_GRAM:
+                layer = balancer.layer(shared)
+                shared = [(n, p) for n, p in shared if n == layer]
+                if not shared:
+                    raise PymtlError(
+                        f"balancer {balancer.name!r}: layer {layer!r} is not a shared parameter "
+                        f"of architecture {model.name!r}"
+                    )
+            self.wrt = [p for _, p in shared]
+            self.bounds = gradients.group_bounds([n for n, _ in shared], self.wrt, balancer.groups)
+        device = next(model.parameters()).device
+        self.plan = gradients.plan_gradients(
+            needs,
+            self.wrt,
+            len(self.tasks),
+            mode=grad_mode,
+            budget_mb=grad_memory_mb,
+            device=device,
+        )
+
+    def describe(self) -> str:
+        """One line on how gradients are computed (logged at the start of a run)."""
+        mode = self.plan.mode + (f" ({self.fallback_note})" if self.fallback_note else "")
+        return f"gradients: {mode}: {self.plan.reason}"
 
     def __call__(self, batch: Mapping[str, Tensor]) -> StepResult:
         needs = self.balancer.needs
@@ -123,21 +164,19 @@ class TrainStep:
             observe(kpis)
         if needs is Needs.LOSSES:
             weights = self.balancer(seen)
-            if weights.task is not weights.shared and not torch.equal(weights.task, weights.shared):
-                raise PymtlError(
-                    f"balancer {self.balancer.name!r} needs only the losses but returned task "
-                    "weights s different from the shared weights w; one backward pass can apply "
-                    "only one of them (declare needs = Needs.GRAM or JACOBIAN to use both)"
-                )
-            total = (weights.shared * losses).sum()
-            if weights.aux_loss is not None:
-                total = total + weights.aux_loss
-            total.backward()
+            self._backward_same(losses, weights)
+        elif needs is Needs.LAYER_GRAM:
+            J = self._jacobian(losses, self.wrt)
+            _average([J])
+            weights = self.balancer(seen, gram=self._gram(J))
+            self._backward_same(losses, weights)
         elif needs in _REPRESENTATION:
-            weights = self._gradient_step(losses, seen, [z_leaf], representation=True)
+            weights = self._representation_step(losses, seen, z_leaf)
             z.backward(z_leaf.grad)  # type: ignore[no-untyped-call]
+        elif self.plan.mode == "gram":
+            weights = self._gram_step(losses, seen)
         else:
-            weights = self._gradient_step(losses, seen, list(self.shared), representation=False)
+            weights = self._jacobian_step(losses, seen)
         if _world_size() > 1:
             _average([p.grad for p in self.model.parameters() if p.grad is not None])
         return StepResult(losses=seen, weights=weights)
@@ -173,61 +212,131 @@ class TrainStep:
             raise NonFiniteLossError(f"non-finite loss: {', '.join(bad)}")
         return losses
 
-    def _gradient_step(
-        self, losses: Tensor, seen: Tensor, wrt: Sequence[Tensor], *, representation: bool
-    ) -> Weights:
-        rows = []
-        for t in range(len(self.tasks)):
-            grads = torch.autograd.grad(losses[t], wrt, retain_graph=True, allow_unused=True)
-            rows.append(
-                torch.cat(
-                    [
-                        (g if g is not None else torch.zeros_like(p)).reshape(-1)
-                        for g, p in zip(grads, wrt, strict=True)
-                    ]
-                )
-            )
-        with torch.autocast(_device_type(rows), enabled=False):  # the T×T maths stays fp32+
-            J = torch.stack(rows)
-            J = J if J.dtype in (torch.float32, torch.float64) else J.float()  # amp: bf16 rows
-            return self._apply(losses, seen, J, wrt, representation=representation)
+    # -- the modes ------------------------------------------------------------------------
 
-    def _apply(
-        self,
-        losses: Tensor,
-        seen: Tensor,
-        J: Tensor,
-        wrt: Sequence[Tensor],
-        *,
-        representation: bool,
+    def _backward_same(self, losses: Tensor, weights: Weights) -> None:
+        """One backward of ``Σ_t w_t L_t + aux``: only right when ``s = w``."""
+        if weights.task is not weights.shared and not torch.equal(weights.task, weights.shared):
+            raise PymtlError(
+                f"balancer {self.balancer.name!r} declares needs = {self.balancer.needs.name} "
+                "but returned task weights s different from the shared weights w; one backward "
+                "pass can apply only one of them (declare needs = Needs.GRAM or JACOBIAN)"
+            )
+        total = (weights.shared.to(losses) * losses).sum()
+        if weights.aux_loss is not None:
+            total = total + weights.aux_loss
+        total.backward()  # type: ignore[no-untyped-call]
+
+    def _jacobian(self, losses: Tensor, wrt: Sequence[Tensor]) -> Tensor:
+        """J [T, Σ numel] in fp32 or fp64 (amp rows are upcast), batched when planned."""
+        batched = self.plan.batched and not self.fallback_note
+        try:
+            J = gradients.jacobian(losses, wrt, batched=batched)
+        except RuntimeError as error:
+            if not batched:
+                raise
+            # an op of this model has no batching rule: T backward calls from now on
+            first = str(error).splitlines()[0] if str(error) else type(error).__name__
+            self.fallback_note = f"one backward per task: the batched backward failed: {first}"
+            print(f"pymtl: {self.describe()}", file=sys.stderr)
+            J = gradients.jacobian(losses, wrt, batched=False)
+        return J if J.dtype in (torch.float32, torch.float64) else J.float()
+
+    def _gram(self, J: Tensor) -> Tensor:
+        grouped = self.balancer.groups != "whole_model"
+        with torch.autocast(J.device.type, enabled=False):  # the T×T maths stays fp32+
+            return gradients.stacked_grams(J, self.bounds, grouped=grouped)
+
+    def _weights(
+        self, seen: Tensor, J: Tensor | None, G: Tensor | None, **extra: Tensor
     ) -> Weights:
-        if representation:
-            # Z is split by sample across processes: the global J_Z stacks the local ones, each
-            # scaled by 1/W (the global loss averages the processes'), so G_Z = Σ_r G_r / W².
-            G = gram(J)
-            _average([G])
-            G = G / _world_size()
-        else:
-            _average([J])  # the Gram of rank-averaged gradients (SPEC-methods §0.1)
-            G = gram(J) if self.balancer.needs in _GRAM else J
         if self.balancer.needs in _GRAM:
-            weights: Weights = self.balancer(seen, gram=G)
+            weights: Weights = self.balancer(seen, gram=G, **extra)
         else:
-            weights = self.balancer(seen, jacobian=J)
-        # task-specific (and balancer) parameters: s_t ∇θ_t L_t, without a pass through the
-        # shared part, whose gradient is Jᵀ w (set below)
+            weights = self.balancer(seen, jacobian=J, **extra)
+        return weights
+
+    def _own_backward(self, losses: Tensor, weights: Weights) -> None:
+        """Task-specific (and balancer) parameters: ``s_t ∇θ_t L_t`` (+ the aux loss)."""
         task_total = (weights.task.to(losses) * losses).sum()
         if weights.aux_loss is not None:
             task_total = task_total + weights.aux_loss
         if self.own:
-            torch.autograd.backward(task_total, inputs=self.own)
-        combined = weights.shared.to(J) @ J
-        offset = 0
-        for p in wrt:
-            g = combined[offset : offset + p.numel()].view_as(p)
-            p.grad = g.to(p.dtype)  # a view into `combined`: no copy of the P-vector
-            offset += p.numel()
+            torch.autograd.backward(task_total, inputs=self.own, retain_graph=True)
+
+    def _jacobian_step(self, losses: Tensor, seen: Tensor) -> Weights:
+        J = self._jacobian(losses, self.wrt)
+        _average([J])  # the Gram of rank-averaged gradients (SPEC-methods §0.1)
+        G = self._gram(J) if self.balancer.needs in _GRAM else None
+        weights = self._weights(seen, J, G)
+        self._own_backward(losses, weights)
+        d = weights.direct if weights.direct is not None else self._combine(J, weights.shared)
+        _set_grads(self.wrt, d.to(J.dtype))
         return weights
+
+    def _gram_step(self, losses: Tensor, seen: Tensor) -> Weights:
+        """``gram`` mode: G folded chunk by chunk, then weighted backward pass(es)."""
+        grouped = self.balancer.groups != "whole_model"
+        offsets = [0]
+        for p in self.wrt:
+            offsets.append(offsets[-1] + p.numel())
+        K = len(self.bounds) - 1
+        G = torch.zeros(K, len(self.tasks), len(self.tasks), dtype=torch.float64)
+        dtype = torch.float32
+        for a, b in self.plan.chunks:
+            J = self._jacobian(losses, self.wrt[a:b])
+            dtype = J.dtype
+            _average([J])
+            lo, hi = offsets[a], offsets[b]
+            for k in range(K):
+                ga, gb = max(self.bounds[k], lo), min(self.bounds[k + 1], hi)
+                if ga < gb:
+                    with torch.autocast(J.device.type, enabled=False):
+                        G[k] += gram(J[:, ga - lo : gb - lo]).to(G.device, torch.float64)
+            del J
+        G = G.to(device=losses.device, dtype=dtype)
+        weights = self._weights(seen, None, G if grouped else G[0])
+        self._own_backward(losses, weights)
+        w = weights.shared.to(losses)
+        for k in range(K):
+            params = [
+                p
+                for p, start in zip(self.wrt, offsets, strict=False)
+                if self.bounds[k] <= start < self.bounds[k + 1]
+            ]
+            row = w[k] if w.dim() == 2 else w
+            torch.autograd.backward((row * losses).sum(), inputs=params, retain_graph=True)
+        return weights
+
+    def _representation_step(self, losses: Tensor, seen: Tensor, z_leaf: Tensor) -> Weights:
+        J = self._jacobian(losses, [z_leaf])
+        # Z is split by sample across processes: the global J_Z stacks the local ones, each
+        # scaled by 1/W (the global loss averages the processes'), so G_Z = Σ_r G_r / W².
+        G = None
+        if self.balancer.needs is Needs.REPRESENTATION_GRAM:
+            G = gram(J)
+            _average([G])
+            G = G / _world_size()
+        extra = {"representation": z_leaf.detach()} if self.balancer.wants_representation else {}
+        weights = self._weights(seen, J, G, **extra)
+        self._own_backward(losses, weights)
+        d = weights.direct if weights.direct is not None else self._combine(J, weights.shared)
+        z_leaf.grad = d.reshape(z_leaf.shape).to(z_leaf.dtype)
+        return weights
+
+    def _combine(self, J: Tensor, w: Tensor) -> Tensor:
+        """``d = Jᵀ w``, group by group when ``w`` is [K, T]."""
+        if w.dim() == 1:
+            return combine(J, w.to(J))
+        return combine(J, w.to(J), self.bounds)
+
+
+def _set_grads(params: Sequence[Tensor], d: Tensor) -> None:
+    """Each parameter's gradient is its slice of ``d`` (a view: no copy of the P-vector)."""
+    offset = 0
+    for p in params:
+        p.grad = d[offset : offset + p.numel()].view_as(p).to(p.dtype)
+        offset += p.numel()
 
 
 def zero_grad(model: nn.Module) -> None:

@@ -217,18 +217,30 @@ def test_losses_mode_honours_task_weights_or_refuses():
 # --- GRAM / JACOBIAN ------------------------------------------------------------------------------
 
 
+ENGINE_MODES = ["sequential", "batched", "gram"]
+# (autograd.grad calls, autograd.backward calls) per step for each engine mode: sequential is
+# one grad per task; batched one vectorised grad; gram one grad per chunk (one chunk here)
+# then one weighted backward of the shared parameters; each also has the task-specific pass.
+# (on the CPU, gram mode's chunks take one backward per task unless batched is asked for)
+CALLS = {"sequential": (len(TASKS), 1), "batched": (1, 1), "gram": (len(TASKS), 2)}
+
+
+@pytest.mark.parametrize("mode", ENGINE_MODES)
 @pytest.mark.parametrize("needs", GRADIENT_MODES, ids=lambda n: n.value)
-def test_gradient_modes_against_independent_jacobian(needs, autograd_calls):
+def test_gradient_modes_against_independent_jacobian(needs, mode, autograd_calls):
     model, batch = _model(), _batch()
     ref = copy.deepcopy(model)
     losses = _losses(ref(batch["image"]), batch)
     J = _jacobian(losses, list(ref.shared_parameters()))
     own = _own_grads(ref, losses, S)
     balancer = _balancer(needs, w=W, s=S)
-    step = TrainStep(model, TASKS, balancer)
+    step = TrainStep(model, TASKS, balancer, grad_mode=mode)
     calls = autograd_calls()
     step(batch)
-    assert calls == {"grad": len(TASKS), "backward": 1}  # one autograd.grad per task
+    effective = "sequential" if mode == "gram" and needs is Needs.JACOBIAN else mode
+    assert step.plan.mode == effective
+    grads, backwards = CALLS[effective]
+    assert calls == {"grad": grads, "backward": backwards}
     (seen,) = balancer.seen
     torch.testing.assert_close(seen["losses"], torch.stack(losses).detach())
     if needs is Needs.GRAM:
@@ -242,9 +254,136 @@ def test_gradient_modes_against_independent_jacobian(needs, autograd_calls):
     _assert_task_grads(model, own)
 
 
+def test_gram_mode_splits_into_chunks_under_a_small_budget(autograd_calls):
+    model, batch = _model(), _batch()
+    ref = copy.deepcopy(model)
+    losses = _losses(ref(batch["image"]), batch)
+    J = _jacobian(losses, list(ref.shared_parameters()))
+    balancer = _balancer(Needs.GRAM, w=W, s=S)
+    step = TrainStep(model, TASKS, balancer, grad_memory_mb=1e-4)  # ~100 bytes: a chunk each
+    assert step.plan.mode == "gram"
+    n_chunks = len(step.plan.chunks)
+    assert n_chunks == len(list(model.shared_parameters()))
+    calls = autograd_calls()
+    step(batch)
+    assert calls == {"grad": n_chunks * len(TASKS), "backward": 2}
+    torch.testing.assert_close(balancer.seen[0]["gram"], J @ J.T)
+    shared = _flat([p.grad for p in model.shared_parameters()])
+    torch.testing.assert_close(shared, J.T @ torch.tensor(W, dtype=torch.float64))
+    assert "gram" in step.describe()
+    assert "chunk" in step.describe()
+
+
+@pytest.mark.parametrize("mode", ["batched", "gram"])
+@pytest.mark.parametrize("groups", ["per_tensor", "per_layer"])
+def test_grouped_grams_and_per_group_weights(groups, mode):
+    model, batch = _model(), _batch()
+    ref = copy.deepcopy(model)
+    losses = _losses(ref(batch["image"]), batch)
+    named = [(n, p) for n, p in ref.named_parameters() if n.startswith("backbone")]
+    assert [p for _, p in named] == list(ref.shared_parameters())
+    keys = [n if groups == "per_tensor" else n.rpartition(".")[0] for n, _ in named]
+    blocks = [
+        [p for (_, p), k in zip(named, keys, strict=True) if k == key]
+        for key in dict.fromkeys(keys)
+    ]
+    Js = [_jacobian(losses, block) for block in blocks]
+    K = len(blocks)
+    w = torch.arange(1.0, 1.0 + 3 * K, dtype=torch.float64).view(K, 3)
+    balancer = _GroupedConstant(NAMES, w=w, groups=groups)
+    TrainStep(model, TASKS, balancer, grad_mode=mode)(batch)
+    G = balancer.seen[0]["gram"]
+    assert G.shape == (K, 3, 3)
+    for k, Jk in enumerate(Js):
+        torch.testing.assert_close(G[k], Jk @ Jk.T)
+    expected = torch.cat([Jk.T @ w[k] for k, Jk in enumerate(Js)])
+    torch.testing.assert_close(_flat([p.grad for p in model.shared_parameters()]), expected)
+
+
+class _GroupedConstant(_Constant):
+    """Test-only: one weight row per parameter group [pymtl]."""
+
+    needs = Needs.GRAM
+
+    def __init__(self, tasks: Sequence[str], *, w: Tensor, groups: str) -> None:
+        super().__init__(tasks, w=[1.0] * len(tasks))
+        self.w, self.groups = w, groups
+
+
+class _Direct(_Constant):
+    """Test-only: returns its own update ``d`` (GradDrop / DB-MTL style) [pymtl]."""
+
+    def compute(self, losses: Tensor, *, gram: Tensor | None, jacobian: Tensor | None) -> Weights:
+        weights = super().compute(losses, gram=gram, jacobian=jacobian)
+        assert jacobian is not None
+        d = (jacobian**2).sum(0)  # not of the form Jᵀw
+        return attrs.evolve(weights, direct=d)
+
+
+@pytest.mark.parametrize("needs", [Needs.JACOBIAN, Needs.REPRESENTATION_JACOBIAN])
+def test_direct_update_replaces_the_weighted_combination(needs):
+    model, batch = _model(), _batch()
+    ref = copy.deepcopy(model)
+    x = batch["image"]
+    z = ref.encode(x)
+    losses = _losses(ref.decode(z, x.shape[-2:]), batch)
+    shared = list(ref.shared_parameters())
+    if needs is Needs.JACOBIAN:
+        expected = (_jacobian(losses, shared) ** 2).sum(0)
+    else:
+        dz = (_jacobian(losses, [z]) ** 2).sum(0).view_as(z)
+        expected = _flat(torch.autograd.grad(z, shared, dz, retain_graph=True))
+    balancer = type("_D", (_Direct,), {"needs": needs})(NAMES, w=W, s=S)
+    TrainStep(model, TASKS, balancer)(batch)
+    torch.testing.assert_close(_flat([p.grad for p in model.shared_parameters()]), expected)
+
+
+class _Layer(_Constant):
+    """Test-only: asks for the Gram of one shared tensor [pymtl]."""
+
+    needs = Needs.LAYER_GRAM
+
+
+def test_layer_gram_is_the_gram_of_the_last_shared_weight(autograd_calls):
+    model, batch = _model(), _batch()
+    ref = copy.deepcopy(model)
+    losses = _losses(ref(batch["image"]), batch)
+    names = [(n, p) for n, p in ref.named_parameters() if n.startswith("backbone")]
+    _name, W_last = [(n, p) for n, p in names if p.dim() > 1][-1]
+    JW = _jacobian(losses, [W_last])
+    total = sum(w * L for w, L in zip(W, losses, strict=True))
+    expected = torch.autograd.grad(total, list(ref.parameters()), retain_graph=True)
+    balancer = _Layer(NAMES, w=W)
+    step = TrainStep(model, TASKS, balancer, grad_mode="batched")
+    assert step.plan.mode == "batched"
+    calls = autograd_calls()
+    step(batch)
+    assert calls == {"grad": 1, "backward": 1}
+    torch.testing.assert_close(balancer.seen[0]["gram"], JW @ JW.T)
+    for p, g in zip(model.parameters(), expected, strict=True):
+        torch.testing.assert_close(p.grad, g)
+
+
+def test_engine_falls_back_to_one_backward_per_task(monkeypatch, capsys):
+    model, batch = _model(), _batch()
+    grad = torch.autograd.grad
+
+    def no_batching(*args, **kwargs):
+        if kwargs.get("is_grads_batched"):
+            raise RuntimeError("vmap: no batching rule for this op")
+        return grad(*args, **kwargs)
+
+    monkeypatch.setattr(torch.autograd, "grad", no_batching)
+    step = TrainStep(model, TASKS, _balancer(Needs.GRAM), grad_mode="batched")
+    step(batch)
+    assert "one backward per task" in step.describe()
+    assert "no batching rule" in capsys.readouterr().err
+    assert all(p.grad is not None for p in model.shared_parameters())
+
+
 def test_gram_mode_runs_back_through_the_encoder_once_per_task(monkeypatch):
     model, batch = _model(), _batch()
-    step = TrainStep(model, TASKS, _balancer(Needs.GRAM))
+    step = TrainStep(model, TASKS, _balancer(Needs.GRAM), grad_mode="sequential")
     encoder = _probe_encoder(model, monkeypatch)
     step(batch)
     assert encoder == {"encoder": len(TASKS)}
