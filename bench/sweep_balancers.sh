@@ -16,6 +16,7 @@ EPOCHS=${EPOCHS:-4}
 TRAIN_SIZE=${TRAIN_SIZE:-1024}
 EVAL_SIZE=${EVAL_SIZE:-512}
 SEEDS=${SEEDS:-"0 1 2"}
+SCENARIOS=${SCENARIOS:-"clean imbalanced"}   # run one scenario per process to use two cores
 ROOT=${ROOT:-runs/balancer-sweep}
 OUT=${OUT:-bench/results/balancers}
 # `fixed` with its default weights is `ew`, so it is left out
@@ -30,7 +31,7 @@ common=(
 declare -A scenario=([clean]="" [imbalanced]="--set dataset.loss_scale.depth=100")
 
 for seed in $SEEDS; do
-  for name in clean imbalanced; do
+  for name in $SCENARIOS; do
     # shellcheck disable=SC2206
     extra=(${scenario[$name]})
     "$PYMTL" baselines --dataset synthetic --preset standard --arch hps "${common[@]}" \
@@ -39,7 +40,7 @@ for seed in $SEEDS; do
       --seeds "$seed" "${common[@]}" "${extra[@]}" --root "$ROOT/$name" > /dev/null
   done
 done
-for name in clean imbalanced; do
+for name in $SCENARIOS; do
   mkdir -p "$OUT/$name"
   "$PYMTL" compare "$ROOT/$name"/hps_* --out "$OUT/$name" | tee "$OUT/$name/table.txt"
 done

@@ -221,3 +221,58 @@ def _compare(runs: list[Path], out: Path) -> None:
     click.echo(format_table(comparison))
     for path in plot_comparison(comparison, out):
         click.echo(f"wrote {path}")
+
+
+@main.command("grid")
+@run_options
+@click.option(
+    "--weights",
+    "weight_spec",
+    multiple=True,
+    required=True,
+    metavar="TASK=V1,V2,...",
+    help="Values to try for one task's weight (repeatable); other tasks keep 1.",
+)
+@click.option("--seeds", default="0", show_default=True, help="Seeds, e.g. 0,1,2.")
+@click.option(
+    "--root",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("runs") / "grid",
+    show_default=True,
+    help="Where the runs go.",
+)
+def grid_cmd(
+    weight_spec: tuple[str, ...], seeds: str, root: Path, print_config: bool, **opts: Any
+) -> None:
+    """Choose fixed task weights by grid search (survey §5): train `fixed` at every
+    combination × seed, then rank by mean Δ_MTL and write the best as a config (best.toml).
+
+    Δ_MTL is taken against stored single-task baselines if there are any, else against the
+    equal-weights point. Select on val (the default eval split), report on test.
+    """
+    import tomllib
+
+    import attrs
+
+    from pymtl.config import dump_toml
+    from pymtl.engine.grid import best_point, parse_weight_spec, run_grid
+    from pymtl.plugins import get_registry
+
+    registry = get_registry()
+    spec = parse_weight_spec(weight_spec)
+    base = resolve_run(registry, {**opts, "balancer": "fixed"})
+    if print_config:
+        click.echo(dump_toml(base, registry), nl=False)
+        return
+    doc = tomllib.loads(dump_toml(base, registry))
+    points = run_grid(doc, spec, _csv(seeds, int), registry, root)
+    best, scores, against = best_point(points)
+    width = max(len(p.label) for p, _ in scores)
+    click.echo(f"{'weights':<{width}}  Δ_MTL % (vs {against}, mean over seeds)")
+    for point, score in sorted(scores, key=lambda s: s[1], reverse=True):
+        mark = "  <- best" if point is best else ""
+        click.echo(f"{point.label:<{width}}  {score:+.3f}{mark}")
+    options = registry.get("balancer", "fixed").Config(weights=best.weights)
+    chosen = attrs.evolve(base, balancer=attrs.evolve(base.balancer, options=options))
+    (root / "best.toml").write_text(dump_toml(chosen, registry))
+    click.echo(f"wrote {root / 'best.toml'} (train with: pymtl train -c {root / 'best.toml'})")

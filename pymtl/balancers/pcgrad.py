@@ -17,7 +17,8 @@ gradients) or ``mean`` (w/T and s = 1/T, the mean of the task losses) [pymtl].
 The orders come from the balancer's own ``torch.Generator`` seeded with ``seed``; its state is
 a buffer, so a resumed run and every process of a distributed run draw the same orders
 (SPEC-methods §0.1) [pymtl]. ``order="identity"`` fixes the order to ascending task index (for
-tests and the SPEC-methods §2.18 vectors).
+tests and the SPEC-methods §2.18 vectors). The orders are drawn on the CPU and moved to G's
+device; the T×T solve is the compiled op :func:`pymtl.ops.pcgrad_weights` (CPU or CUDA).
 """
 
 from __future__ import annotations
@@ -33,13 +34,20 @@ from torch import Tensor, nn
 
 from pymtl.balancers.base import Balancer, Needs, Weights
 from pymtl.hookspecs import hookimpl
+from pymtl.ops.projection import pcgrad_weights
 
-__all__ = ["ORDERS", "PCGrad", "PCGradConfig", "TaskOrder", "pcgrad_weights"]
+__all__ = [
+    "ORDERS",
+    "PCGrad",
+    "PCGradConfig",
+    "TaskOrder",
+    "finite_gram",
+    "gram_float64",
+    "pcgrad_weights",
+]
 
 ORDERS = ("random", "identity")
 REDUCTIONS = ("sum", "mean")
-MIN_SQUARED_NORM = 1e-20
-"""Projection targets j with ``G_jj`` below this are skipped (SPEC-methods §2.8 ε-guard)."""
 
 
 def check_seed(name: str) -> Any:
@@ -92,16 +100,21 @@ class TaskOrder(nn.Module):
         self.register_buffer("rng_state", self.generator.get_state())
         self.rng_state: Tensor
 
-    def draw(self) -> list[list[int]]:
-        """``orders[i]``: the tasks j ≠ i in the order task i meets them."""
+    def draw_tensor(self) -> Tensor:
+        """``orders`` [T, T-1] int64 on the CPU: row i lists the tasks j ≠ i in the order task
+        i meets them. ``random`` advances the generator by T ``randperm`` draws."""
         T = self.num_tasks
-        others = [[j for j in range(T) if j != i] for i in range(T)]
         if self.order == "identity":
-            return others
-        self.generator.set_state(self.rng_state.cpu())  # the buffer is the truth (resume)
-        perms = [torch.randperm(T - 1, generator=self.generator).tolist() for _ in range(T)]
-        self.rng_state.copy_(self.generator.get_state())
-        return [[others[i][k] for k in perm] for i, perm in enumerate(perms)]
+            perms = torch.arange(T - 1).expand(T, T - 1)
+        else:
+            self.generator.set_state(self.rng_state.cpu())  # the buffer is the truth (resume)
+            perms = torch.stack([torch.randperm(T - 1, generator=self.generator) for _ in range(T)])
+            self.rng_state.copy_(self.generator.get_state())
+        return perms + (perms >= torch.arange(T).unsqueeze(1)).long()  # int64; skips j = i
+
+    def draw(self) -> list[list[int]]:
+        """:meth:`draw_tensor` as nested lists."""
+        return self.draw_tensor().tolist()
 
     def extra_repr(self) -> str:
         return f"order={self.order!r}"
@@ -122,23 +135,19 @@ def gram_float64(gram: Tensor, *, where: str) -> NDArray[np.float64]:
     return G
 
 
-def pcgrad_weights(G: NDArray[np.float64], orders: Sequence[Sequence[int]]) -> NDArray[np.float64]:
-    """PCGrad's ``w = Σ_i c_i`` (sum convention) from the Gram matrix ``G`` [T, T].
+def finite_gram(gram: Tensor, *, where: str) -> Tensor:
+    """The Gram matrix (or a [K, T, T] stack) as float64 on its own device.
 
-    ``orders[i]`` lists the tasks j ≠ i in the order ``pc_i`` is projected onto them.
-    ``Jᵀ w`` equals ``Σ_i pc_i`` of the sequential projections of the gradient vectors.
+    Raises:
+        ValueError: an entry is NaN or infinite (``where`` names the balancer).
     """
-    T = G.shape[0]
-    w = np.zeros(T)
-    for i in range(T):
-        c = np.zeros(T)
-        c[i] = 1.0
-        for j in orders[i]:
-            dot = float(G[j] @ c)  # ⟨pc_i, g_j⟩
-            if dot < 0.0 and G[j, j] >= MIN_SQUARED_NORM:
-                c[j] -= dot / G[j, j]
-        w += c
-    return w
+    G = gram.detach().to(torch.float64)
+    if not bool(torch.isfinite(G).all()):
+        raise ValueError(
+            f"{where}: the Gram matrix of the task gradients must be finite, got {G.tolist()} "
+            "(a gradient overflowed or is NaN)"
+        )
+    return G
 
 
 class PCGrad(Balancer):
@@ -175,8 +184,8 @@ class PCGrad(Balancer):
 
     def compute(self, losses: Tensor, *, gram: Tensor | None, jacobian: Tensor | None) -> Weights:
         assert gram is not None  # checked by Balancer.forward
-        G = gram_float64(gram, where=f"balancer {self.name!r}")
-        w = torch.from_numpy(pcgrad_weights(G, self.order.draw()))
+        G = finite_gram(gram, where=f"balancer {self.name!r}")
+        w = pcgrad_weights(G, self.order.draw_tensor().to(G.device))
         s = torch.ones(self.num_tasks, dtype=torch.float64)
         if self.reduction == "mean":
             w, s = w / self.num_tasks, s / self.num_tasks

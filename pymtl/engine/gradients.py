@@ -36,7 +36,6 @@ from pymtl.ops.gram import gram
 __all__ = [
     "MODES",
     "GradientPlan",
-    "combine",
     "group_bounds",
     "jacobian",
     "plan_gradients",
@@ -196,11 +195,3 @@ def stacked_grams(J: Tensor, bounds: Sequence[int], *, grouped: bool) -> Tensor:
     if not grouped:
         return gram(J)
     return torch.stack([gram(J[:, a:b]) for a, b in itertools.pairwise(bounds)])
-
-
-def combine(J: Tensor, w: Tensor, bounds: Sequence[int] | None = None) -> Tensor:
-    """``d = Jᵀ w`` [P]; with ``w`` [K, T] and ``bounds``, group k's columns use row k."""
-    if bounds is None:
-        return w @ J
-    parts = [w[k] @ J[:, a:b] for k, (a, b) in enumerate(itertools.pairwise(bounds))]
-    return torch.cat(parts)

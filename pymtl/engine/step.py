@@ -33,8 +33,8 @@ from torch import Tensor, nn
 from pymtl.architectures.base import Architecture
 from pymtl.balancers.base import Balancer, Needs, Weights
 from pymtl.engine import gradients
-from pymtl.engine.gradients import combine
 from pymtl.errors import PymtlError
+from pymtl.ops.combine import combine
 from pymtl.ops.gram import gram
 from pymtl.tasks.base import Task
 

@@ -88,13 +88,21 @@ def default_config(cls: type[Any]) -> Any:
         raise AssertionError(f"{cls.kind} {cls.name!r}: Config() needs arguments: {exc}") from exc
 
 
-def _inputs(needs: Needs, T: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
+def _inputs(balancer: Balancer, T: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
+    """Random inputs for what ``balancer`` needs: J [T, 16] (for representation balancers the
+    gradient of a Z [2, 8]), its Gram (two [T, T] blocks for grouped balancers)."""
     J = torch.randn(T, 16, generator=gen, dtype=torch.float64)
-    if needs in (Needs.GRAM, Needs.REPRESENTATION_GRAM):
-        return {"gram": J @ J.T}
-    if needs in (Needs.JACOBIAN, Needs.REPRESENTATION_JACOBIAN):
-        return {"jacobian": J}
-    return {}
+    inputs: dict[str, torch.Tensor] = {}
+    if balancer.wants_representation:
+        inputs["representation"] = torch.randn(2, 8, generator=gen, dtype=torch.float64)
+    if balancer.needs in (Needs.GRAM, Needs.REPRESENTATION_GRAM, Needs.LAYER_GRAM):
+        if balancer.groups != "whole_model":
+            inputs["gram"] = torch.stack([J[:, :6] @ J[:, :6].T, J[:, 6:] @ J[:, 6:].T])
+        else:
+            inputs["gram"] = J @ J.T
+    if balancer.needs in (Needs.JACOBIAN, Needs.REPRESENTATION_JACOBIAN):
+        inputs["jacobian"] = J
+    return inputs
 
 
 def check_balancer(
@@ -107,7 +115,8 @@ def check_balancer(
     """Check a balancer class against the contract of :mod:`pymtl.balancers.base`.
 
     Builds it from ``config`` (default: ``cls.Config()``) and, for ``steps`` steps, checks that
-    it returns finite [T] weights on the losses' dtype and device, leaves its inputs untouched,
+    it returns finite [T] weights (or [K, T] for grouped balancers) on the losses' dtype and
+    device, a finite ``direct`` update of the right size if any, leaves its inputs untouched,
     never calls ``backward``, rejects losses of the wrong shape, and that its ``state_dict``
     loads into a fresh instance.
     """
@@ -119,24 +128,34 @@ def check_balancer(
     for step in range(steps):
         losses = (torch.rand(T, generator=gen, dtype=torch.float64) + 0.1).requires_grad_()
         before = losses.detach().clone()
-        inputs = _inputs(cls.needs, T, gen)
+        inputs = _inputs(balancer, T, gen)
         out = balancer(losses, **inputs)
         where = f"balancer {cls.name!r} step {step}"
         assert isinstance(out, Weights), f"{where}: returned {type(out).__name__}, expected Weights"
+        grouped = balancer.groups != "whole_model"
         for field in ("shared", "task"):
             w = getattr(out, field)
             assert isinstance(w, torch.Tensor), f"{where}: {field} is a {type(w).__name__}"
-            assert w.shape == (T,), f"{where}: {field} has shape {tuple(w.shape)}, expected ({T},)"
+            shapes = [(T,), (2, T)] if grouped and field == "shared" else [(T,)]
+            assert w.shape in shapes, (
+                f"{where}: {field} has shape {tuple(w.shape)}, expected one of {shapes}"
+            )
             assert w.dtype == losses.dtype, (
                 f"{where}: {field} dtype {w.dtype} != losses' {losses.dtype}"
             )
             assert torch.isfinite(w).all(), f"{where}: {field} is not finite: {w}"
         if out.aux_loss is not None:
             assert out.aux_loss.dim() == 0, f"{where}: aux_loss must be a scalar"
+        if out.direct is not None:
+            assert out.direct.shape == (16,), (
+                f"{where}: direct has shape {tuple(out.direct.shape)}, expected (16,) "
+                "(one entry per column of J)"
+            )
+            assert torch.isfinite(out.direct).all(), f"{where}: direct is not finite"
         assert losses.grad is None, f"{where}: the balancer must not call backward"
         assert torch.equal(losses.detach(), before), f"{where}: the balancer modified the losses"
     try:
-        balancer(torch.ones(T + 1), **_inputs(cls.needs, T + 1, gen))
+        balancer(torch.ones(T + 1), **_inputs(balancer, T + 1, gen))
     except ValueError:
         pass
     else:

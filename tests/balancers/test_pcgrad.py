@@ -90,7 +90,7 @@ def test_mean_reduction_divides_w_and_s():
 def test_gram_form_equals_sequential_projection(T, P, seed, data):
     J = torch.randn(T, P, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
     orders = [data.draw(st.permutations([j for j in range(T) if j != i])) for i in range(T)]
-    w = torch.from_numpy(pcgrad_weights((J @ J.T).numpy(), orders))
+    w = pcgrad_weights(J @ J.T, torch.tensor(orders))
     expected = _projected(J, orders)
     torch.testing.assert_close(J.T @ w, expected, rtol=1e-9, atol=1e-9 * (1 + expected.abs().max()))
 
@@ -113,6 +113,29 @@ def test_orders_are_permutations_and_depend_on_the_seed():
     again = TaskOrder(5, seed=3)
     assert again.draw() == draws[3]
     assert TaskOrder(5, order="identity").draw()[2] == [0, 1, 3, 4]
+
+
+def _old_draw(generator, T):
+    """The orders as the balancer drew them before they became a tensor: one randperm of the
+    T - 1 other tasks per task, mapped onto their indices."""
+    others = [[j for j in range(T) if j != i] for i in range(T)]
+    perms = [torch.randperm(T - 1, generator=generator).tolist() for _ in range(T)]
+    return [[others[i][k] for k in perm] for i, perm in enumerate(perms)]
+
+
+@pytest.mark.parametrize("T", [1, 2, 3, 7])
+def test_draw_tensor_keeps_the_generator_semantics(T):
+    order, twin = TaskOrder(T, seed=5), TaskOrder(T, seed=5)
+    generator = torch.Generator().manual_seed(5)
+    for _ in range(3):
+        drawn = order.draw_tensor()
+        assert drawn.dtype == torch.int64
+        assert drawn.shape == (T, T - 1)
+        assert drawn.tolist() == _old_draw(generator, T)
+        assert twin.draw() == drawn.tolist()  # same seed, same draws (every rank)
+    assert torch.equal(order.rng_state, generator.get_state())  # the buffer follows the draws
+    identity = TaskOrder(T, order="identity").draw_tensor()
+    assert identity.tolist() == [[j for j in range(T) if j != i] for i in range(T)]
 
 
 def test_state_round_trip_resumes_the_order_sequence():
