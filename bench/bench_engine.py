@@ -13,8 +13,9 @@ Implementations (one benchmark group per case and balancer; ``ew`` is in every g
 * ``loop``: the way MTL libraries commonly do it: T ``loss_t.backward(retain_graph=True)``
   calls, each followed by copying the shared parameters' ``.grad`` into row t of a [T, P]
   buffer (and zeroing them), the balancer in vector space (PCGrad's pairwise projections over
-  the rows; for MGDA and Nash-MTL ``G = J Jᵀ`` by matmul and pymtl's own T×T solver, so only
-  the gradient handling differs), then ``Jᵀ w`` written back into ``.grad``.
+  the rows; for MGDA and Nash-MTL pymtl's ``gram`` op and T×T solver, so only the gradient
+  handling differs: with an fp32 ``J @ J.T`` their weights differ from pymtl's by more than
+  the check's tolerance on resnet18), then ``Jᵀ w`` written back into ``.grad``.
 
 Each timed call is a full step: zero the gradients, forward, losses, gradients, balancer,
 ``optimizer.step()``.
@@ -38,6 +39,7 @@ from torch import Tensor
 from pymtl.config import resolve_config
 from pymtl.engine import build
 from pymtl.engine.step import TrainStep, zero_grad
+from pymtl.ops import gram
 from pymtl.plugins import get_registry
 
 TASKS = ("semseg", "depth", "normals", "edges", "parts", "count")
@@ -120,7 +122,7 @@ def _runner(impl: str, case: str, name: str) -> tuple[Callable[[], None], Any]:
         if name == "pcgrad":
             d = _pcgrad_rows(J)
         else:
-            w = balancer(torch.stack(losses).detach(), gram=J @ J.T).shared
+            w = balancer(torch.stack(losses).detach(), gram=gram(J)).shared
             d = w.to(J) @ J
         offset = 0
         for p in shared:

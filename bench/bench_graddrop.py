@@ -15,33 +15,33 @@ implementation must then return exactly the fp64 result, which the body asserts 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 import torch
 from torch import Tensor
 
+from bench._ops_common import DEVICES, InputCache, run_timed, short
 from pymtl.ops import (
     graddrop,
     graddrop_combine_reference,
     graddrop_signed_sum_reference,
 )
 
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 T, B = 6, 32
 CASES = [
-    pytest.param(device, N, impl, id=f"{device}-N{N:.0e}-{impl}".replace("e+0", "e"))
+    pytest.param(device, N, impl, id=f"{device}-N{short(N)}-{impl}")
     for device in DEVICES
     for N in (100_000, 1_000_000)
     for impl in ("pymtl", "reference", "copy")
 ]
-_cache: dict[tuple[str, int], dict[str, Tensor]] = {}
+_cache = InputCache()
+_free_inputs = _cache.fixture()
 
 
 def _inputs(device: str, N: int) -> dict[str, Tensor]:
-    if (device, N) not in _cache:
-        _cache.clear()
+    def make() -> dict[str, Tensor]:
         g = torch.Generator(device=device).manual_seed(N)
         J = torch.randint(-64, 65, (T, B, N), generator=g, device=device).float() / 64
         z = torch.randn(B, N, generator=g, device=device).relu()  # post-ReLU: many zeros
@@ -50,14 +50,9 @@ def _inputs(device: str, N: int) -> dict[str, Tensor]:
         u = torch.rand(N, generator=g, device=device, dtype=torch.float64)
         close = (u - purity).abs() < 1e-4
         u[close] = torch.where(purity[close] > 0.5, purity[close] - 2e-4, purity[close] + 2e-4)
-        _cache[(device, N)] = {"J": J, "z": z, "u": u.float(), "buf": torch.empty_like(J)}
-    return _cache[(device, N)]
+        return {"J": J, "z": z, "u": u.float(), "buf": torch.empty_like(J)}
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _free_inputs() -> Iterator[None]:
-    yield
-    _cache.clear()
+    return _cache.get((device, N), device, make)
 
 
 def _reference(J: Tensor, z: Tensor, u: Tensor) -> Tensor:
@@ -74,18 +69,9 @@ def test_graddrop(benchmark: Any, device: str, N: int, impl: str) -> None:
         "copy": lambda: buf.copy_(J),
     }[impl]
 
-    def timed() -> Tensor:
-        out = fn()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        return out
-
-    benchmark.group = f"graddrop {device} T={T} B={B} N={N:.0e}".replace("e+0", "e")
+    benchmark.group = f"graddrop {device} T={T} B={B} N={short(N)}"
     benchmark.extra_info.update(impl=impl, device=device, T=T, B=B, N=N, bytes=J.nbytes)
-    rounds = max(5, min(50, int(2e9 // J.nbytes)))
-    out = benchmark.pedantic(timed, rounds=rounds, warmup_rounds=1, iterations=1)
-    if not benchmark.disabled:
-        benchmark.extra_info["GBps"] = round(J.nbytes / benchmark.stats.stats.min / 1e9, 2)
+    out = run_timed(benchmark, fn, device, J.nbytes)
     if impl == "copy":
         assert torch.equal(out, J)
         return

@@ -17,16 +17,16 @@ correctness test (``pymtl`` and ``matmul`` against an fp64 Gram, ``copy`` exactl
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 import torch
 from torch import Tensor
 
+from bench._ops_common import DEVICES, InputCache, run_timed, short
 from pymtl.ops import gram
 
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 SHAPES = [(T, P) for T in (3, 10, 40) for P in (1_000_000, 10_000_000)]
 IMPLS = ["pymtl", "matmul", "copy"]
 
@@ -36,32 +36,26 @@ PYMTL_TOL = 2e-5
 MATMUL_TOL = 1e-2
 
 
-def _short(P: int) -> str:
-    return f"{P:.0e}".replace("e+0", "e")  # 1000000 -> "1e6"
-
-
 CASES = [
-    pytest.param(device, T, P, impl, id=f"{device}-T{T}-P{_short(P)}-{impl}")
+    pytest.param(device, T, P, impl, id=f"{device}-T{T}-P{short(P)}-{impl}")
     for device in DEVICES
     for T, P in SHAPES
     for impl in IMPLS  # innermost: the three share one cached input
 ]
 
 # One shape's inputs at a time (T=40, P=1e7 fp32 is 1.6 GB, and the buffer as much again).
-_cache: dict[tuple[str, int, int], dict[str, Tensor]] = {}
+_cache = InputCache()
+_free_inputs = _cache.fixture()
 
 
 def _inputs(device: str, T: int, P: int) -> dict[str, Tensor]:
-    key = (device, T, P)
-    if key not in _cache:
-        _cache.clear()
-        if device == "cuda":
-            torch.cuda.empty_cache()
+    def make() -> dict[str, Tensor]:
         g = torch.Generator(device=device).manual_seed(T * 7919 + P)
         J = torch.randn(T, P, generator=g, device=device)
         J += torch.randn(T, 1, generator=g, device=device)  # correlated rows, as gradients are
-        _cache[key] = {"J": J, "buf": torch.empty_like(J)}
-    return _cache[key]
+        return {"J": J, "buf": torch.empty_like(J)}
+
+    return _cache.get((device, T, P), device, make)
 
 
 def _gram64(entry: dict[str, Tensor]) -> Tensor:
@@ -76,17 +70,6 @@ def _gram64(entry: dict[str, Tensor]) -> Tensor:
     return entry["G64"]
 
 
-def _rounds(nbytes: int) -> int:
-    """About 2 GB of J read per benchmark, 5 to 50 rounds."""
-    return max(5, min(50, int(2e9 // max(nbytes, 1))))
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _free_inputs() -> Iterator[None]:
-    yield
-    _cache.clear()
-
-
 @pytest.mark.parametrize(("device", "T", "P", "impl"), CASES)
 def test_gram(benchmark: Any, device: str, T: int, P: int, impl: str) -> None:
     entry = _inputs(device, T, P)
@@ -97,17 +80,9 @@ def test_gram(benchmark: Any, device: str, T: int, P: int, impl: str) -> None:
         "copy": lambda: buf.copy_(J),
     }[impl]
 
-    def timed() -> Tensor:
-        out = fn()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        return out
-
-    benchmark.group = f"gram {device} T={T} P={_short(P)}"
+    benchmark.group = f"gram {device} T={T} P={short(P)}"
     benchmark.extra_info.update(impl=impl, device=device, T=T, P=P, dtype="float32", bytes=J.nbytes)
-    out = benchmark.pedantic(timed, rounds=_rounds(J.nbytes), warmup_rounds=1, iterations=1)
-    if not benchmark.disabled:
-        benchmark.extra_info["GBps"] = round(J.nbytes / benchmark.stats.stats.min / 1e9, 2)
+    out = run_timed(benchmark, fn, device, J.nbytes)
 
     if impl == "copy":
         assert torch.equal(out, J)

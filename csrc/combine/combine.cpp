@@ -12,6 +12,7 @@
 #include <cstring>
 
 #include "common/checks.h"
+#include "common/cpu.h"
 
 namespace pymtl {
 namespace {
@@ -21,31 +22,12 @@ constexpr int kBlocksPerGrab = 8;  // OpenMP dynamic chunk: 16384 columns
 // Below this many multiply-adds the OpenMP wake-up costs more than it saves.
 constexpr int64_t kParallelMinWork = int64_t{1} << 18;
 
-// A short vector of the input type: 8 floats or 4 doubles (32 bytes), as in gram.cpp.
-template <typename S>
-struct Vec;
-template <>
-struct Vec<float> {
-  typedef float type __attribute__((vector_size(32)));
-};
-template <>
-struct Vec<double> {
-  typedef double type __attribute__((vector_size(32)));
-};
-template <typename S>
-using vec_t = typename Vec<S>::type;
+// Lanes of a short vector of the input type (common/cpu.h): 8 floats or 4 doubles.
 template <typename S>
 constexpr int64_t kLanes = static_cast<int64_t>(32 / sizeof(S));
 constexpr int kVecs = 8;  // vectors per chunk: 256 bytes, 8 AVX2 or 4 AVX-512 registers
 template <typename S>
 constexpr int64_t kChunk = kVecs * kLanes<S>;
-
-// An unaligned vector load (through a reference: a returned vector would change the ABI of
-// the baseline clone, which has no AVX).
-template <typename S>
-__attribute__((always_inline)) inline void load(vec_t<S>& v, const S* p) {
-  std::memcpy(&v, p, sizeof(v));
-}
 
 // d[c0, c0 + kChunk) = sum_t wk[t] J[t, c0:...], t ascending, in vector registers.
 //   J   [T, ld]

@@ -8,11 +8,10 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
-#include <stdexcept>
-#include <string>
 
 #include "combine/combine.h"
 #include "common/checks.h"
+#include "common/cuda.cuh"
 
 namespace pymtl {
 namespace {
@@ -65,14 +64,6 @@ __global__ void fill_zero(S* d, int64_t P) {
     d[p] = S(0);
 }
 
-void check_launch(const char* what) {
-  const cudaError_t err = cudaGetLastError();
-  if (err != cudaSuccess) {
-    throw std::runtime_error(std::string("combine_cuda: ") + what + ": " +
-                             cudaGetErrorString(err));
-  }
-}
-
 template <typename S>
 void combine_cuda_impl(const S* J, int64_t T, int64_t P, int64_t ld, const S* w, int64_t K,
                        const int64_t* bounds, S* d, std::uintptr_t stream) {
@@ -85,7 +76,7 @@ void combine_cuda_impl(const S* J, int64_t T, int64_t P, int64_t ld, const S* w,
       static_cast<unsigned>(std::min(kMaxBlocks, (P + kThreads - 1) / kThreads));
   if (T == 0) {
     fill_zero<S><<<blocks, kThreads, 0, s>>>(d, P);
-    check_launch("fill_zero launch");
+    check_launch("combine_cuda", "fill_zero launch");
     return;
   }
   const int64_t shared = (K + 1) * static_cast<int64_t>(sizeof(int64_t)) +
@@ -93,7 +84,7 @@ void combine_cuda_impl(const S* J, int64_t T, int64_t P, int64_t ld, const S* w,
   const bool staged = shared <= kSharedBytes;
   combine_kernel<S><<<blocks, kThreads, staged ? static_cast<size_t>(shared) : 0, s>>>(
       J, T, P, ld, w, K, bounds, staged, d);
-  check_launch("combine_kernel launch");
+  check_launch("combine_cuda", "combine_kernel launch");
 }
 
 }  // namespace

@@ -17,13 +17,7 @@
 
 #include <cstdint>
 
-#ifndef PYMTL_HD
-#ifdef __CUDACC__
-#define PYMTL_HD __host__ __device__
-#else
-#define PYMTL_HD
-#endif
-#endif
+#include "common/host_device.h"
 
 namespace pymtl {
 

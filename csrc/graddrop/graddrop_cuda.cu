@@ -7,10 +7,9 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
-#include <stdexcept>
-#include <string>
 
 #include "common/checks.h"
+#include "common/cuda.cuh"
 #include "graddrop/graddrop.h"
 
 namespace pymtl {
@@ -64,14 +63,6 @@ __global__ void masked_sum_kernel(const Sc* __restrict__ J, const Sc* __restrict
   }
 }
 
-void check_launch(const char* what) {
-  const cudaError_t err = cudaGetLastError();
-  if (err != cudaSuccess) {
-    throw std::runtime_error(std::string("graddrop_cuda: ") + what + ": " +
-                             cudaGetErrorString(err));
-  }
-}
-
 template <typename Sc>
 void signed_sum_cuda(const Sc* J, const Sc* z, int64_t T, int64_t B, int64_t N, Sc* S,
                      std::uintptr_t stream) {
@@ -80,7 +71,7 @@ void signed_sum_cuda(const Sc* J, const Sc* z, int64_t T, int64_t B, int64_t N, 
   if (T == 0 || N == 0) return;
   auto s = reinterpret_cast<cudaStream_t>(stream);
   signed_sum_kernel<Sc><<<blocks_for(T * N), kThreads, 0, s>>>(J, z, T, B, N, S);
-  check_launch("signed_sum_kernel launch");
+  check_launch("graddrop_cuda", "signed_sum_kernel launch");
 }
 
 template <typename Sc>
@@ -95,10 +86,10 @@ void combine_cuda(const Sc* J, const Sc* S, const Sc* u, double leak, int64_t T,
   if (T > 0) {
     coef_kernel<Sc><<<blocks_for(N), kThreads, 0, s>>>(
         S, u, T, N, static_cast<Sc>(leak), static_cast<Sc>(1.0 - leak), coef);
-    check_launch("coef_kernel launch");
+    check_launch("graddrop_cuda", "coef_kernel launch");
   }
   masked_sum_kernel<Sc><<<blocks_for(B * N), kThreads, 0, s>>>(J, coef, T, B, N, d);
-  check_launch("masked_sum_kernel launch");
+  check_launch("graddrop_cuda", "masked_sum_kernel launch");
 }
 
 }  // namespace

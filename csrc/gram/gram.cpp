@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "common/checks.h"
+#include "common/cpu.h"
 
 namespace pymtl {
 namespace {
@@ -20,29 +21,9 @@ constexpr int64_t kTile = 4;
 // Below this many multiply-adds the OpenMP wake-up costs more than it saves.
 constexpr int64_t kParallelMinWork = int64_t{1} << 18;
 
-// A short vector of the input type: 8 floats or 4 doubles (32 bytes). GCC's vector extension
-// maps it to one AVX register in the AVX2 / AVX-512 clones and to two SSE registers otherwise.
-template <typename S>
-struct Vec;
-template <>
-struct Vec<float> {
-  typedef float type __attribute__((vector_size(32)));
-};
-template <>
-struct Vec<double> {
-  typedef double type __attribute__((vector_size(32)));
-};
-template <typename S>
-using vec_t = typename Vec<S>::type;
+// Lanes of a short vector of the input type (common/cpu.h): 8 floats or 4 doubles.
 template <typename S>
 constexpr int kLanes = static_cast<int>(32 / sizeof(S));
-
-template <typename S>
-__attribute__((always_inline)) inline vec_t<S> load(const S* p) {
-  vec_t<S> v;
-  std::memcpy(&v, p, sizeof(v));  // an unaligned vector load
-  return v;
-}
 
 // out[i][j] += sum_k a[i][k] * b[j][k] over k < n, with n <= kGramRun * kLanes<S>: each of the
 // kLanes accumulator lanes sums at most kGramRun products in the input precision.

@@ -7,10 +7,9 @@
 // Pass 2 (gram_finalize): G[i][j] = sum over splits in split order. Deterministic: no atomics.
 #include <cuda_runtime.h>
 
-#include <stdexcept>
-#include <string>
 
 #include "common/checks.h"
+#include "common/cuda.cuh"
 #include "gram/gram.h"
 
 namespace pymtl {
@@ -111,13 +110,6 @@ __global__ void gram_finalize(const double* __restrict__ work, int64_t T, int64_
   G[idx] = static_cast<S>(s);
 }
 
-void check_launch(const char* what) {
-  const cudaError_t err = cudaGetLastError();
-  if (err != cudaSuccess) {
-    throw std::runtime_error(std::string("gram_cuda: ") + what + ": " + cudaGetErrorString(err));
-  }
-}
-
 template <typename S>
 void gram_cuda_impl(const S* J, int64_t T, int64_t P, int64_t ld, S* G, double* work,
                     std::uintptr_t stream) {
@@ -130,10 +122,10 @@ void gram_cuda_impl(const S* J, int64_t T, int64_t P, int64_t ld, S* G, double* 
   const int64_t ntiles = (T + kTile - 1) / kTile;
   const dim3 grid(static_cast<unsigned>(ntiles * (ntiles + 1) / 2), static_cast<unsigned>(splits));
   gram_partial<S><<<grid, kThreads, 0, s>>>(J, T, P, ld, ntiles, per_split, work);
-  check_launch("gram_partial launch");
+  check_launch("gram_cuda", "gram_partial launch");
   const int64_t n = T * T;
   gram_finalize<S><<<static_cast<unsigned>((n + 255) / 256), 256, 0, s>>>(work, T, splits, G);
-  check_launch("gram_finalize launch");
+  check_launch("gram_cuda", "gram_finalize launch");
 }
 
 }  // namespace

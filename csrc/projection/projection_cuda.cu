@@ -7,10 +7,9 @@
 // synchronisation and no atomics.
 #include <cuda_runtime.h>
 
-#include <stdexcept>
-#include <string>
 
 #include "common/checks.h"
+#include "common/cuda.cuh"
 #include "projection/projection.h"
 
 namespace pymtl {
@@ -71,14 +70,6 @@ gradvac_kernel(const double* __restrict__ G, const double* __restrict__ target,
   reduce_rows(c, T, sG, w + k * T);
 }
 
-void check_launch(const char* what) {
-  const cudaError_t err = cudaGetLastError();
-  if (err != cudaSuccess) {
-    throw std::runtime_error(std::string("projection_cuda: ") + what + ": " +
-                             cudaGetErrorString(err));
-  }
-}
-
 }  // namespace
 
 void pcgrad_weights_cuda(const double* G, int64_t T, const int64_t* orders, double* w,
@@ -89,7 +80,7 @@ void pcgrad_weights_cuda(const double* G, int64_t T, const int64_t* orders, doub
   if (T == 0) return;
   auto s = reinterpret_cast<cudaStream_t>(stream);
   pcgrad_kernel<<<1, kMaxT, 0, s>>>(G, T, orders, w);
-  check_launch("pcgrad_kernel launch");
+  check_launch("projection_cuda", "pcgrad_kernel launch");
 }
 
 void gradvac_weights_cuda(const double* G, const double* target, const int64_t* orders,
@@ -103,7 +94,7 @@ void gradvac_weights_cuda(const double* G, const double* target, const int64_t* 
   auto s = reinterpret_cast<cudaStream_t>(stream);
   gradvac_kernel<<<static_cast<unsigned>(K), kMaxT, 0, s>>>(G, target, orders, T, beta, w,
                                                              new_target);
-  check_launch("gradvac_kernel launch");
+  check_launch("projection_cuda", "gradvac_kernel launch");
 }
 
 }  // namespace pymtl

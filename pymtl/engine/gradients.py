@@ -137,14 +137,16 @@ def plan_gradients(
     )
 
 
-def jacobian(losses: Tensor, wrt: Sequence[Tensor], *, batched: bool) -> Tensor:
+def jacobian(losses: Tensor | Sequence[Tensor], wrt: Sequence[Tensor], *, batched: bool) -> Tensor:
     """J [T, Σ numel]: row t is ``∇_wrt losses[t]`` flattened (zeros where unused).
 
-    ``batched``: one vectorised backward over the T unit cotangents; else T backward calls.
-    The graph is retained for the update.
+    ``batched``: one vectorised backward over the T unit cotangents; else T backward calls,
+    best given the T scalar losses before stacking (a backward from ``stack(...)[t]`` also
+    runs through the other tasks' graphs with zero gradients). The graph is retained.
     """
-    T = losses.shape[0]
+    T = len(losses)
     if batched:
+        losses = losses if isinstance(losses, Tensor) else torch.stack(list(losses))
         eye = torch.eye(T, dtype=losses.dtype, device=losses.device)
         grads = torch.autograd.grad(
             losses, wrt, grad_outputs=eye, retain_graph=True, allow_unused=True,

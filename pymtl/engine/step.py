@@ -102,6 +102,8 @@ class TrainStep:
         self.own = [p for t in model.tasks for p in model.task_parameters(t) if p.requires_grad]
         self.own += [p for p in balancer.parameters() if p.requires_grad]
         self.wrt: list[Tensor] = []
+        self._values: list[Tensor] | None = None
+        self._per_task: list[Tensor] = []
         self.bounds: list[int] = []
         self.fallback_note = ""
         if needs in _REPRESENTATION and not model.has_shared_representation:
@@ -152,6 +154,7 @@ class TrainStep:
         else:
             outputs = self.model(x)
         losses = self.losses(outputs, batch)
+        self._per_task, self._values = self._values or list(losses.unbind()), None
         seen = losses.detach().clone()
         _average([seen])  # every process gives the balancer the same (global-batch) losses
         observe = getattr(self.balancer, "observe_kpis", None)
@@ -177,6 +180,7 @@ class TrainStep:
             weights = self._gram_step(losses, seen)
         else:
             weights = self._jacobian_step(losses, seen)
+        self._per_task = []  # no reference to this step's graph outlives the step
         if _world_size() > 1:
             _average([p.grad for p in self.model.parameters() if p.grad is not None])
         return StepResult(losses=seen, weights=weights)
@@ -202,6 +206,7 @@ class TrainStep:
         for task in self.tasks:
             labelled = batch.get(f"{task.name}.mask")
             values.append(task.loss(outputs[task.name], batch[task.name], labelled))
+        self._values = values  # the unstacked losses: see _jacobian
         losses = torch.stack(values)
         if not torch.isfinite(losses).all():
             bad = [
@@ -228,10 +233,15 @@ class TrainStep:
         total.backward()  # type: ignore[no-untyped-call]
 
     def _jacobian(self, losses: Tensor, wrt: Sequence[Tensor]) -> Tensor:
-        """J [T, Σ numel] in fp32 or fp64 (amp rows are upcast), batched when planned."""
+        """J [T, Σ numel] in fp32 or fp64 (amp rows are upcast), batched when planned.
+
+        One backward per task starts from that task's own (unstacked) loss: from the stacked
+        vector, each backward would run through every task's head with zero gradients.
+        """
         batched = self.plan.batched and not self.fallback_note
+        per_task = self._per_task if not batched else losses
         try:
-            J = gradients.jacobian(losses, wrt, batched=batched)
+            J = gradients.jacobian(per_task, wrt, batched=batched)
         except RuntimeError as error:
             if not batched:
                 raise

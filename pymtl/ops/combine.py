@@ -24,11 +24,11 @@ from torch import Tensor
 
 from pymtl._ext import extension as _C
 from pymtl.errors import OpError
-from pymtl.ops.gram import _row_major
+from pymtl.ops._common import DTYPES as _DTYPES
+from pymtl.ops._common import current_stream, dtype_suffix, kernel_available
+from pymtl.ops._common import row_major as _row_major
 
 __all__ = ["combine", "combine_reference"]
-
-_DTYPES = (torch.float32, torch.float64)
 
 
 def _pairs(bounds: Sequence[int]) -> list[tuple[int, int]]:
@@ -98,9 +98,7 @@ def _check(J: object, w: object, bounds: object) -> list[int]:
 
 
 def _kernel_available(J: Tensor) -> bool:
-    if _C is None or J.device.type not in ("cpu", "cuda"):
-        return False
-    return J.device.type == "cpu" or bool(_C.has_cuda)
+    return kernel_available(_C, J.device)
 
 
 def _launch(J: Tensor, w: Tensor, bounds: list[int], out: Tensor) -> None:
@@ -109,12 +107,11 @@ def _launch(J: Tensor, w: Tensor, bounds: list[int], out: Tensor) -> None:
     J, ld = _row_major(J)
     w = w.contiguous()
     b = torch.tensor(bounds, dtype=torch.int64, device=J.device)
-    suffix = "f32" if J.dtype == torch.float32 else "f64"
+    suffix = dtype_suffix(J.dtype)
     args = (J.data_ptr(), T, P, ld, w.data_ptr(), w.shape[0], b.data_ptr(), out.data_ptr())
     if J.device.type == "cuda":
         with torch.cuda.device(J.device):
-            stream = torch.cuda.current_stream(J.device).cuda_stream
-            getattr(_C, f"combine_cuda_{suffix}")(*args, stream)
+            getattr(_C, f"combine_cuda_{suffix}")(*args, current_stream(J.device))
     else:
         getattr(_C, f"combine_cpu_{suffix}")(*args)
 

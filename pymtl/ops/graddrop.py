@@ -26,6 +26,9 @@ from torch import Tensor
 
 from pymtl._ext import extension as _C
 from pymtl.errors import OpError
+from pymtl.ops._common import DTYPES as _DTYPES
+from pymtl.ops._common import current_stream as _stream
+from pymtl.ops._common import dtype_suffix, kernel_available
 
 __all__ = [
     "EPS",
@@ -38,7 +41,6 @@ __all__ = [
 
 EPS = 1e-7
 """The ε of the purity ``P`` (LibMTL, SamsungLabs)."""
-_DTYPES = (torch.float32, torch.float64)
 
 
 def graddrop_signed_sum_reference(J: Tensor, z: Tensor) -> Tensor:
@@ -85,17 +87,11 @@ def _check_like(op: str, name: str, x: object, shape: tuple[int, ...], J: Tensor
 
 
 def _kernel_available(J: Tensor) -> bool:
-    if _C is None or J.device.type not in ("cpu", "cuda"):
-        return False
-    return J.device.type == "cpu" or bool(_C.has_cuda)
+    return kernel_available(_C, J.device)
 
 
 def _suffix(J: Tensor) -> str:
-    return "f32" if J.dtype == torch.float32 else "f64"
-
-
-def _stream(device: torch.device) -> int:
-    return int(torch.cuda.current_stream(device).cuda_stream)
+    return dtype_suffix(J.dtype)
 
 
 @torch.library.custom_op("pymtl::graddrop_signed_sum", mutates_args=())

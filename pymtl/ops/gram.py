@@ -18,10 +18,11 @@ from torch import Tensor
 
 from pymtl._ext import extension as _C
 from pymtl.errors import OpError
+from pymtl.ops._common import DTYPES as _DTYPES
+from pymtl.ops._common import current_stream, dtype_suffix, kernel_available
+from pymtl.ops._common import row_major as _row_major
 
 __all__ = ["gram", "gram_reference"]
-
-_DTYPES = (torch.float32, torch.float64)
 
 
 def gram_reference(J: Tensor) -> Tensor:
@@ -51,32 +52,20 @@ def _check(J: object) -> None:
         )
 
 
-def _row_major(J: Tensor) -> tuple[Tensor, int]:
-    """``J`` (or a contiguous copy) with unit column stride, and its row stride."""
-    T, P = J.shape
-    if P <= 1 or J.stride(1) == 1:
-        ld = J.stride(0) if T > 1 else P
-        if ld >= P:
-            return J, ld
-    J = J.contiguous()
-    return J, P
-
-
 @torch.library.custom_op("pymtl::gram", mutates_args=())
 def _gram_op(J: Tensor) -> Tensor:
     T, P = J.shape
-    on_cuda = J.device.type == "cuda"
-    if _C is None or J.device.type not in ("cpu", "cuda") or (on_cuda and not _C.has_cuda):
+    if not kernel_available(_C, J.device):
         return gram_reference(J)
+    assert _C is not None  # kernel_available says so
     J, ld = _row_major(J)
     G = torch.empty((T, T), dtype=J.dtype, device=J.device)
-    suffix = "f32" if J.dtype == torch.float32 else "f64"
-    if on_cuda:
+    suffix = dtype_suffix(J.dtype)
+    if J.device.type == "cuda":
         work = torch.empty((_C.gram_cuda_splits(P), T, T), dtype=torch.float64, device=J.device)
         with torch.cuda.device(J.device):
-            stream = torch.cuda.current_stream(J.device).cuda_stream
             getattr(_C, f"gram_cuda_{suffix}")(
-                J.data_ptr(), T, P, ld, G.data_ptr(), work.data_ptr(), stream
+                J.data_ptr(), T, P, ld, G.data_ptr(), work.data_ptr(), current_stream(J.device)
             )
     else:
         getattr(_C, f"gram_cpu_{suffix}")(J.data_ptr(), T, P, ld, G.data_ptr())

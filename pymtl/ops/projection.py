@@ -30,6 +30,7 @@ from torch import Tensor
 
 from pymtl._ext import extension as _C
 from pymtl.errors import OpError
+from pymtl.ops._common import current_stream as _stream
 
 __all__ = [
     "gradvac_weights",
@@ -158,10 +159,6 @@ def _run_cpu(op: str, kernel: Callable[..., None], *args: object) -> None:
         kernel(*args)
     except ValueError as exc:
         raise OpError(f"{op}: {exc}") from None
-
-
-def _stream(device: torch.device) -> int:
-    return int(torch.cuda.current_stream(device).cuda_stream)
 
 
 def _pcgrad(G: Tensor, orders: Tensor) -> Tensor:

@@ -12,9 +12,6 @@ the exact value (u = 2^-24 for fp32, 2^-53 for fp64). The fp64 oracle adds its o
 from __future__ import annotations
 
 import importlib
-import os
-import subprocess
-import sys
 import textwrap
 from collections.abc import Iterator, Sequence
 
@@ -27,23 +24,15 @@ from torch import Tensor
 import pymtl._ext
 from pymtl.errors import OpError
 from pymtl.ops import combine, combine_reference
+from tests.ops._helpers import (
+    DTYPES,
+    kernel_available,
+    make_J,
+    run_without_extension,
+    unit_roundoff,
+)
 
 combine_module = importlib.import_module("pymtl.ops.combine")
-DTYPES = [torch.float32, torch.float64]
-
-
-def kernel_available(device: str) -> bool:
-    ext = pymtl._ext.extension
-    return ext is not None and (device == "cpu" or (device == "cuda" and ext.has_cuda))
-
-
-def make_J(T: int, P: int, dtype: torch.dtype, device: str, seed: int = 0) -> Tensor:
-    """Rows with their own mean and power-of-two scale, made on the CPU (same on every device)."""
-    g = torch.Generator().manual_seed(seed)
-    J = torch.randn(T, P, generator=g, dtype=torch.float64)
-    J += torch.randn(T, 1, generator=g, dtype=torch.float64)
-    J *= 2.0 ** torch.randint(-4, 5, (T, 1), generator=g).to(torch.float64)
-    return J.to(dtype=dtype, device=device)
 
 
 def make_w(shape: Sequence[int], dtype: torch.dtype, device: str, seed: int = 1) -> Tensor:
@@ -66,7 +55,7 @@ def assert_combine_close(d: Tensor, J: Tensor, w: Tensor, bounds: Sequence[int] 
     assert d.device == J.device
     exact = combine_reference(J.detach().double(), w.detach().double(), bounds)
     magnitude = combine_reference(J.detach().double().abs(), w.detach().double().abs(), bounds)
-    u = 2.0**-24 if J.dtype == torch.float32 else 2.0**-53
+    u = unit_roundoff(J.dtype)
     factor = (T + 2) if J.dtype == torch.float32 else 2 * (T + 2)
     err = (d.double() - exact).abs()
     bound = factor * u * magnitude
@@ -413,14 +402,4 @@ _FALLBACK_SCRIPT = textwrap.dedent(
 
 
 def test_fallback_when_extension_disabled() -> None:
-    env = {**os.environ, pymtl._ext.ENV_DISABLE_EXT: "1"}
-    proc = subprocess.run(
-        [sys.executable, "-W", "error", "-c", _FALLBACK_SCRIPT],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "fallback ok" in proc.stdout
+    run_without_extension(_FALLBACK_SCRIPT)

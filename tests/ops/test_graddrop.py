@@ -15,9 +15,6 @@ exact to ~T u ≈ 1e-6 in fp32). The ties themselves are tested on exact values 
 from __future__ import annotations
 
 import importlib
-import os
-import subprocess
-import sys
 import textwrap
 from collections.abc import Iterator
 
@@ -34,14 +31,9 @@ from pymtl.ops import (
     graddrop_signed_sum,
     graddrop_signed_sum_reference,
 )
+from tests.ops._helpers import DTYPES, kernel_available, run_without_extension, unit_roundoff
 
 graddrop_module = importlib.import_module("pymtl.ops.graddrop")
-DTYPES = [torch.float32, torch.float64]
-
-
-def kernel_available(device: str) -> bool:
-    ext = pymtl._ext.extension
-    return ext is not None and (device == "cpu" or (device == "cuda" and ext.has_cuda))
 
 
 def make_inputs(
@@ -66,17 +58,13 @@ def away_from_purity(S: Tensor, seed: int, gap: float = 1e-4) -> Tensor:
     return u.to(dtype=S.dtype, device=S.device)
 
 
-def _u(dtype: torch.dtype) -> float:
-    return 2.0**-24 if dtype == torch.float32 else 2.0**-53
-
-
 def assert_signed_sum_close(S: Tensor, J: Tensor, z: Tensor) -> None:
     T, B, N = J.shape
     assert S.shape == (T, N)
     assert S.dtype == J.dtype
     assert S.device == J.device
     exact = graddrop_signed_sum_reference(J.double(), z.double())
-    bound = (B + 1) * _u(J.dtype) * J.double().abs().sum(1)
+    bound = (B + 1) * unit_roundoff(J.dtype) * J.double().abs().sum(1)
     if J.dtype == torch.float64:
         bound *= 2
     assert ((S.double() - exact).abs() <= bound).all(), (S.double() - exact).abs().max()
@@ -89,7 +77,7 @@ def assert_combine_close(d: Tensor, J: Tensor, S: Tensor, u: Tensor, leak: float
     assert d.device == J.device
     exact = graddrop_combine_reference(J.double(), S.double(), u.double(), leak)
     magnitude = graddrop_combine_reference(J.double().abs(), S.double(), u.double(), leak)
-    bound = (T + 2) * _u(J.dtype) * magnitude * (2 if J.dtype == torch.float64 else 1)
+    bound = (T + 2) * unit_roundoff(J.dtype) * magnitude * (2 if J.dtype == torch.float64 else 1)
     assert ((d.double() - exact).abs() <= bound).all(), (d.double() - exact).abs().max()
 
 
@@ -315,14 +303,4 @@ _FALLBACK_SCRIPT = textwrap.dedent(
 
 
 def test_fallback_when_extension_disabled() -> None:
-    env = {**os.environ, pymtl._ext.ENV_DISABLE_EXT: "1"}
-    proc = subprocess.run(
-        [sys.executable, "-W", "error", "-c", _FALLBACK_SCRIPT],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "fallback ok" in proc.stdout
+    run_without_extension(_FALLBACK_SCRIPT)

@@ -19,9 +19,6 @@ from __future__ import annotations
 
 import importlib
 import math
-import os
-import subprocess
-import sys
 import textwrap
 from collections.abc import Callable, Iterator
 
@@ -35,12 +32,18 @@ from torch import Tensor
 import pymtl._ext
 from pymtl.errors import OpError
 from pymtl.ops import gram, gram_reference
+from tests.ops._helpers import (
+    DTYPES,
+    kernel_available,
+    make_J,
+    run_without_extension,
+    unit_roundoff,
+)
 
 # ``pymtl.ops.gram`` the attribute is the function (pymtl.ops re-exports it), so the module
 # itself is only reachable through sys.modules / importlib.
 gram_module = importlib.import_module("pymtl.ops.gram")
 
-DTYPES = [torch.float32, torch.float64]
 FP32_TOL = 2e-5
 FP64_TOL = 1e-12
 U32 = 2.0**-24
@@ -48,23 +51,6 @@ U32 = 2.0**-24
 
 def _tol(dtype: torch.dtype) -> float:
     return FP32_TOL if dtype == torch.float32 else FP64_TOL
-
-
-def kernel_available(device: str) -> bool:
-    """Whether gram runs a compiled kernel on ``device`` (else it runs ``gram_reference``)."""
-    ext = pymtl._ext.extension
-    return ext is not None and (device == "cpu" or (device == "cuda" and ext.has_cuda))
-
-
-def make_J(T: int, P: int, dtype: torch.dtype, device: str, seed: int = 0) -> Tensor:
-    """Gradient-like rows: each its own mean (so rows correlate) and a power-of-two scale
-    (rows of very different norms; the scaling itself is exact). Made on the CPU, so every
-    device sees the same numbers."""
-    g = torch.Generator().manual_seed(seed)
-    J = torch.randn(T, P, generator=g, dtype=torch.float64)
-    J += torch.randn(T, 1, generator=g, dtype=torch.float64)
-    J *= 2.0 ** torch.randint(-4, 5, (T, 1), generator=g).to(torch.float64)
-    return J.to(dtype=dtype, device=device)
 
 
 def assert_gram_close(G: Tensor, J: Tensor, tol: float | None = None) -> None:
@@ -243,7 +229,7 @@ def test_symmetric_and_deterministic_with_threads() -> None:
 
 def _matvec_bound(A: Tensor, J: Tensor, dtype: torch.dtype) -> Tensor:
     """Error bound of ``A @ J`` summed over T terms in ``dtype``: gamma_T |A| |J| (+1 ulp)."""
-    u = 2.0**-24 if dtype == torch.float32 else 2.0**-53
+    u = unit_roundoff(dtype)
     return (A.shape[1] + 1) * u * (A.abs() @ J.abs())
 
 
@@ -444,14 +430,4 @@ _FALLBACK_SCRIPT = textwrap.dedent(
 
 def test_fallback_when_extension_disabled() -> None:
     """``PYMTL_DISABLE_EXT=1``: no compiled module is loaded and gram is the reference."""
-    env = {**os.environ, pymtl._ext.ENV_DISABLE_EXT: "1"}
-    proc = subprocess.run(
-        [sys.executable, "-W", "error", "-c", _FALLBACK_SCRIPT],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "fallback ok" in proc.stdout
+    run_without_extension(_FALLBACK_SCRIPT)

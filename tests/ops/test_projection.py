@@ -14,16 +14,12 @@ from __future__ import annotations
 
 import importlib
 import math
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
 import torch
 from torch import Tensor
 
-import pymtl._ext
 from pymtl.balancers.pcgrad import TaskOrder
 from pymtl.errors import OpError
 from pymtl.ops import (
@@ -32,6 +28,7 @@ from pymtl.ops import (
     pcgrad_weights,
     pcgrad_weights_reference,
 )
+from tests.ops._helpers import run_without_extension
 
 projection = importlib.import_module("pymtl.ops.projection")
 RTOL = 1e-10
@@ -288,14 +285,4 @@ _FALLBACK_SCRIPT = textwrap.dedent(
 
 
 def test_fallback_when_extension_disabled() -> None:
-    env = {**os.environ, pymtl._ext.ENV_DISABLE_EXT: "1"}
-    proc = subprocess.run(
-        [sys.executable, "-W", "error", "-c", _FALLBACK_SCRIPT],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "fallback ok" in proc.stdout
+    run_without_extension(_FALLBACK_SCRIPT)
