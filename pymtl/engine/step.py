@@ -291,7 +291,9 @@ class TrainStep:
         for p in self.wrt:
             offsets.append(offsets[-1] + p.numel())
         K = len(self.bounds) - 1
-        G = torch.zeros(K, len(self.tasks), len(self.tasks), dtype=torch.float64)
+        G = torch.zeros(
+            K, len(self.tasks), len(self.tasks), dtype=torch.float64, device=losses.device
+        )
         dtype = torch.float32
         for a, b in self.plan.chunks:
             J = self._jacobian(losses, self.wrt[a:b])
