@@ -36,6 +36,7 @@ from pymtl.ops.gram import gram
 __all__ = [
     "MODES",
     "GradientPlan",
+    "chunk_parameters",
     "group_bounds",
     "jacobian",
     "plan_gradients",
@@ -120,21 +121,28 @@ def plan_gradients(
             batched=batched,
             reason=f"{what}, {why} the budget of {_mb(budget)}; {rows}",
         )
-    chunks, start, used = [], 0, 0
-    for i, size in enumerate(sizes):
-        if i > start and 2 * num_tasks * (used + size) > budget:
-            chunks.append((start, i))
-            start, used = i, 0
-        used += size
-    chunks.append((start, len(sizes)))
+    chunks = chunk_parameters(sizes, budget / (2 * num_tasks))
     why = "requested" if mode == "gram" else f"over the budget of {_mb(budget)}"
     return GradientPlan(
         "gram",
         batched=batched,
-        chunks=tuple(chunks),
+        chunks=chunks,
         reason=f"{why}; {what} never stored: {len(chunks)} chunk(s) of {rows}, "
         "then a weighted backward",
     )
+
+
+def chunk_parameters(sizes: Sequence[int], limit: float) -> tuple[tuple[int, int], ...]:
+    """Consecutive ``(start, stop)`` ranges of parameter indices whose byte ``sizes`` sum to at
+    most ``limit`` each (a parameter larger than ``limit`` gets a range of its own)."""
+    chunks, start, used = [], 0, 0
+    for i, size in enumerate(sizes):
+        if i > start and used + size > limit:
+            chunks.append((start, i))
+            start, used = i, 0
+        used += size
+    chunks.append((start, len(sizes)))
+    return tuple(chunks)
 
 
 def jacobian(losses: Tensor | Sequence[Tensor], wrt: Sequence[Tensor], *, batched: bool) -> Tensor:

@@ -494,3 +494,10 @@ def test_non_finite_loss_names_the_task_and_writes_no_gradient(needs):
     with pytest.raises(NonFiniteLossError, match=r"non-finite loss: depth=nan$"):
         TrainStep(model, TASKS, _balancer(needs))(_batch())
     assert all(p.grad is None for p in model.parameters())
+
+
+def test_chunk_parameters_packs_consecutive_sizes_under_the_limit():
+    from pymtl.engine.gradients import chunk_parameters
+
+    assert chunk_parameters([4, 4, 4, 10, 1], 8) == ((0, 2), (2, 3), (3, 4), (4, 5))
+    assert chunk_parameters([1, 2, 3], 100) == ((0, 3),)
