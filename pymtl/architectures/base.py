@@ -10,6 +10,13 @@ tasks), plus declared ways for the training step to reach
   feature distillation hook into): :meth:`encode` returns Z and :meth:`decode` maps Z to the
   task outputs, so ``forward(x) == decode(encode(x))``.
 
+**Deep supervision.** In training mode, ``forward`` may also return intermediate predictions
+of a task (PAD-Net's and MTI-Net's initial predictions, JTRL's coarse states) under keys
+``"{task}/{tag}"`` (:func:`aux_key`), in the task's output layout at the input's resolution.
+The training step adds their losses to that task's loss with the same weight (SPEC-methods
+§1.8: "the same weights at both levels"), so balancers still see one loss per task; evaluation
+reads only the plain task keys, and in eval mode architectures return those alone.
+
 Architectures whose tasks never share one activation (one network per task, cross-stitch)
 set ``has_shared_representation = False`` and override :meth:`forward` only. Every parameter
 is either shared or belongs to exactly one task; :func:`pymtl.testing.check_architecture`
@@ -19,7 +26,7 @@ checks the partition.
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
 from torch import Tensor, nn
@@ -28,7 +35,40 @@ from pymtl.balancers.base import check_tasks
 from pymtl.component import Component
 from pymtl.tasks.base import Task
 
-__all__ = ["Architecture"]
+__all__ = ["AUX_SEPARATOR", "Architecture", "aux_key", "split_outputs"]
+
+AUX_SEPARATOR = "/"
+
+
+def aux_key(task: str, tag: str) -> str:
+    """The output key of a deep-supervision prediction ``tag`` of ``task``."""
+    return f"{task}{AUX_SEPARATOR}{tag}"
+
+
+def split_outputs(outputs: Mapping[str, Tensor], tasks: Sequence[str]) -> dict[str, list[Tensor]]:
+    """Every task's outputs, the final one first, then its deep-supervision predictions.
+
+    Raises:
+        ValueError: a task has no output, or a key names no task.
+    """
+    grouped: dict[str, list[Tensor]] = {t: [] for t in tasks}
+    for t in tasks:
+        if t not in outputs:
+            raise ValueError(
+                f"the model returned no output for task {t!r} (got keys {sorted(outputs)})"
+            )
+        grouped[t].append(outputs[t])
+    for key, value in outputs.items():
+        task, sep, _ = key.partition(AUX_SEPARATOR)
+        if key in grouped:
+            continue
+        if not sep or task not in grouped:
+            raise ValueError(
+                f"the model returned output {key!r}, which is neither a task ({list(tasks)}) nor "
+                f"a deep-supervision key 'TASK{AUX_SEPARATOR}TAG' of one"
+            )
+        grouped[task].append(value)
+    return grouped
 
 
 class Architecture(Component, nn.Module):

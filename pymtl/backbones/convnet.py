@@ -17,6 +17,7 @@ decoder resizes to each skip's exact size.
 from __future__ import annotations
 
 import itertools
+from typing import cast
 
 import attrs
 import torch
@@ -32,7 +33,7 @@ from pymtl.backbones._common import (
     resize_to,
     weights_path,
 )
-from pymtl.backbones.base import Backbone
+from pymtl.backbones.base import Backbone, Stage, Walk, keep
 from pymtl.hookspecs import hookimpl
 
 __all__ = ["ConvNet", "ConvNetConfig"]
@@ -140,6 +141,30 @@ class ConvNet(Backbone):
     def forward(self, x: Tensor) -> Tensor:
         """Features [B, width, ⌈H/s⌉, ⌈W/s⌉], s = ``output_stride``."""
         return self.multi_scale(x)[0]
+
+    has_stages = True
+
+    def walk(self, x: Tensor) -> Walk:
+        """Stages ``stem`` (stride 1, if any), ``down0``…``down{depth-1}`` (before: the strided
+        conv's output) and ``up{k}`` from coarse to fine (before: the upsampled coarse map
+        concatenated with the skip); a replaced encoder output is also the decoder's skip."""
+        feats = []
+        if self.stem is not None:
+            x = self.stem(x)
+            x = keep((yield Stage("stem", x, x)), x)
+            feats.append(x)
+        for k, stage in enumerate(self.down):
+            first, second = cast(nn.Sequential, stage)
+            before = first(x)
+            x = second(before)
+            x = keep((yield Stage(f"down{k}", before, x)), x)
+            feats.append(x)
+        for k in reversed(range(len(self.up))):
+            skip = feats[k]
+            before = torch.cat([resize_to(x, skip), skip], dim=1)
+            x = self.up[k](before)
+            x = keep((yield Stage(f"up{k}", before, x)), x)
+        return x
 
     @property
     def scale_channels(self) -> tuple[int, ...]:

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pymtl.backbones._common import checked, positive_int, weights_path
-from pymtl.backbones.base import Backbone
+from pymtl.backbones.base import Backbone, Stage, Walk, keep
 from pymtl.hookspecs import hookimpl
 
 __all__ = ["LeNet", "LeNetConfig"]
@@ -118,14 +118,33 @@ class LeNet(Backbone):
         self.out_channels = features
         self.output_stride = 0
 
-    def forward(self, x: Tensor) -> Tensor:
-        """Shared representation [B, features, 1, 1] of a [B, C, input_size, input_size] batch."""
+    has_stages = True
+
+    def walk(self, x: Tensor) -> Walk:
+        """Stages ``conv1`` and ``conv2`` (before: the conv's output; after: pooled and
+        rectified) and ``fc`` (before = after: [B, features, 1, 1])."""
+        self._check_size(x)
+        before = self.conv1(x)
+        x = F.relu(F.max_pool2d(before, 2))
+        x = keep((yield Stage("conv1", before, x)), x)
+        before = self.conv2_drop(self.conv2(x))
+        x = F.relu(F.max_pool2d(before, 2))
+        x = keep((yield Stage("conv2", before, x)), x)
+        x = F.relu(self.fc(x.flatten(1)))[:, :, None, None]
+        x = keep((yield Stage("fc", x, x)), x)
+        return x
+
+    def _check_size(self, x: Tensor) -> None:
         if tuple(x.shape[-2:]) != (self.input_size, self.input_size):
             raise ValueError(
                 f"backbone 'lenet': input of spatial size {tuple(x.shape[-2:])}, but it was built "
                 f"for {self.input_size}×{self.input_size} (set input_size = {x.shape[-1]} for "
                 "square inputs of that size)"
             )
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Shared representation [B, features, 1, 1] of a [B, C, input_size, input_size] batch."""
+        self._check_size(x)
         x = F.relu(F.max_pool2d(self.conv1(x), 2))
         x = F.relu(F.max_pool2d(self.conv2_drop(self.conv2(x)), 2))
         x = F.relu(self.fc(x.flatten(1)))

@@ -39,7 +39,7 @@ from pymtl.backbones._common import (
     positive_int,
     weights_path,
 )
-from pymtl.backbones.base import Backbone
+from pymtl.backbones.base import Backbone, Stage, Walk, keep
 from pymtl.hookspecs import hookimpl
 
 __all__ = ["BasicBlock", "Bottleneck", "ResNet", "ResNet18", "ResNet34", "ResNet50"]
@@ -237,6 +237,20 @@ class ResNet(Backbone):
         """Features [B, out_channels, ⌈H/s⌉, ⌈W/s⌉] with s = ``output_stride``."""
         for stage in self.stages():
             x = stage(x)
+        return x
+
+    has_stages = True
+
+    def walk(self, x: Tensor) -> Walk:
+        """Stages ``stem`` (before = after: conv1-bn1-ReLU-max-pool) and ``layer1``…``layer4``
+        (before: the output of all but the layer's last block, as MTAN's ResNet version reads
+        it [C:MTL-PyTorch])."""
+        x = self.stem(x)
+        x = keep((yield Stage("stem", x, x)), x)
+        for k, layer in enumerate((self.layer1, self.layer2, self.layer3, self.layer4), 1):
+            before = layer[:-1](x) if len(layer) > 1 else x
+            x = layer[-1](before)
+            x = keep((yield Stage(f"layer{k}", before, x)), x)
         return x
 
     def multi_scale(self, x: Tensor) -> list[Tensor]:

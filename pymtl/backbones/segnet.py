@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pymtl.backbones._common import checked, conv_bn_relu, positive_int, weights_path
-from pymtl.backbones.base import Backbone
+from pymtl.backbones.base import Backbone, Stage, Walk, keep
 from pymtl.hookspecs import hookimpl
 
 __all__ = ["SegNet", "SegNetConfig", "SegNetTrace"]
@@ -119,6 +119,14 @@ class SegNet(Backbone):
         self._scale_channels = (*dec_out, f[4])
         self._init_weights()
 
+    @staticmethod
+    def _check_size(x: Tensor) -> None:
+        if min(x.shape[-2:]) < 32:
+            raise ValueError(
+                f"backbone 'segnet': input of spatial size {tuple(x.shape[-2:])} is too small; "
+                "expected at least 32×32 (five 2×2 max-pools)"
+            )
+
     def _init_weights(self) -> None:
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
@@ -131,11 +139,7 @@ class SegNet(Backbone):
 
     def trace(self, x: Tensor) -> SegNetTrace:
         """Run the network and return every stage's features (see :class:`SegNetTrace`)."""
-        if min(x.shape[-2:]) < 32:
-            raise ValueError(
-                f"backbone 'segnet': input of spatial size {tuple(x.shape[-2:])} is too small; "
-                "expected at least 32×32 (five 2×2 max-pools)"
-            )
+        self._check_size(x)
         enc_first, enc_last, indices = [], [], []
         for j in range(5):
             x = self.encoder_block[j](x)
@@ -154,6 +158,29 @@ class SegNet(Backbone):
             x = self.conv_block_dec[j](self.decoder_block[j](x))
             dec_last[j] = x
         return SegNetTrace(enc_first, enc_last, bottleneck, unpooled, dec_last)
+
+    has_stages = True
+
+    def walk(self, x: Tensor) -> Walk:
+        """Stages ``enc0``…``enc4`` (before: the stage's first conv; after: its last conv,
+        before the 2×2 max-pool) and ``dec4``…``dec0`` (before: the first conv after
+        unpooling; after: the stage's last conv), as MTAN's SegNet version attends to them
+        [C:lorenmt/mtan]."""
+        self._check_size(x)
+        indices = []
+        for j in range(5):
+            before = self.encoder_block[j](x)
+            x = self.conv_block_enc[j](before)
+            x = keep((yield Stage(f"enc{j}", before, x)), x)
+            x, idx = F.max_pool2d(x, 2, stride=2, return_indices=True)
+            indices.append((idx, before.shape[-2:]))
+        for j in reversed(range(5)):
+            idx, size = indices[j]
+            x = F.max_unpool2d(x, idx, (2, 2), stride=(2, 2), output_size=size)
+            before = self.decoder_block[j](x)
+            x = self.conv_block_dec[j](before)
+            x = keep((yield Stage(f"dec{j}", before, x)), x)
+        return x
 
     def forward(self, x: Tensor) -> Tensor:
         """Features [B, width, H, W] (output stride 1)."""

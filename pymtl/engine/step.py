@@ -30,7 +30,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from pymtl.architectures.base import Architecture
+from pymtl.architectures.base import Architecture, split_outputs
 from pymtl.balancers.base import Balancer, Needs, Weights
 from pymtl.engine import gradients
 from pymtl.errors import PymtlError
@@ -203,9 +203,12 @@ class TrainStep:
     def losses(self, outputs: Mapping[str, Tensor], batch: Mapping[str, Tensor]) -> Tensor:
         """[T] task losses, in task order; a NaN or infinite loss stops the run."""
         values = []
+        grouped = split_outputs(outputs, [t.name for t in self.tasks])
         for task in self.tasks:
-            labelled = batch.get(f"{task.name}.mask")
-            values.append(task.loss(outputs[task.name], batch[task.name], labelled))
+            labelled, target = batch.get(f"{task.name}.mask"), batch[task.name]
+            # deep supervision: intermediate predictions count with the task's weight
+            parts = [task.loss(y, target, labelled) for y in grouped[task.name]]
+            values.append(parts[0] if len(parts) == 1 else torch.stack(parts).sum())
         self._values = values  # the unstacked losses: see _jacobian
         losses = torch.stack(values)
         if not torch.isfinite(losses).all():

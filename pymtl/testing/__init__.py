@@ -20,7 +20,7 @@ from typing import Any
 import cattrs
 import torch
 
-from pymtl.architectures.base import Architecture
+from pymtl.architectures.base import Architecture, split_outputs
 from pymtl.balancers.base import Balancer, Needs, Weights
 from pymtl.component import Component, component_problems
 from pymtl.tasks.base import (
@@ -187,7 +187,8 @@ def check_architecture(
 
     Builds it from ``config`` (default: ``cls.Config()``) for ``tasks`` (default:
     :func:`default_tasks`) and checks, in eval mode on a [2, 3, *size] input: the outputs are
-    keyed by exactly the task names, dense ones [B, K, H, W] at the input size and image-level
+    keyed by exactly the task names (in training mode, plus deep-supervision keys
+    ``TASK/TAG`` of the same shapes), dense ones [B, K, H, W] at the input size and image-level
     ones [B, K], all finite; every parameter is shared or owned by exactly one task; with a
     shared representation, ``decode(encode(x))`` equals ``forward(x)``; perturbing a task's own
     parameters changes its output and no other task's; and each ``head_bias()`` is the initial
@@ -216,6 +217,7 @@ def check_architecture(
             assert torch.allclose(again[name], y, rtol=1e-5, atol=1e-6), (
                 f"{where}: decode(encode(x), size)[{name!r}] differs from forward(x)[{name!r}]"
             )
+    _check_training_outputs(where, model, tasks, x, out)
     for task in tasks:
         _check_isolation(where, model, x, out, task.name, owner)
     for task in tasks:
@@ -235,6 +237,31 @@ def _check_outputs(where: str, tasks: Sequence[Task], out: Any, x: torch.Tensor)
             f"input of shape {tuple(x.shape)}, expected {expected}"
         )
         assert torch.isfinite(y).all(), f"{where}: output {task.name!r} is not finite"
+
+
+def _check_training_outputs(
+    where: str,
+    model: Architecture,
+    tasks: Sequence[Task],
+    x: torch.Tensor,
+    out: Mapping[str, torch.Tensor],
+) -> None:
+    """In training mode: the task keys, plus deep-supervision keys ``TASK/TAG`` shaped like
+    their task's output, all finite."""
+    trained = copy.deepcopy(model).train()
+    with torch.no_grad():
+        train_out = trained(x)
+    try:
+        grouped = split_outputs(train_out, [t.name for t in tasks])
+    except ValueError as exc:
+        raise AssertionError(f"{where}: in training mode, {exc}") from exc
+    for name, ys in grouped.items():
+        for y in ys:
+            assert y.shape == out[name].shape, (
+                f"{where}: in training mode, a deep-supervision output of {name!r} has shape "
+                f"{tuple(y.shape)}, expected the task's output shape {tuple(out[name].shape)}"
+            )
+            assert torch.isfinite(y).all(), f"{where}: training-mode output of {name!r} not finite"
 
 
 def _check_partition(where: str, model: Architecture) -> dict[int, str]:

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from pymtl import Balancer, Needs, PymtlError, Weights
+from pymtl.architectures.base import aux_key
 from pymtl.architectures.hps import HardSharing
 from pymtl.architectures.stl import SingleTask
 from pymtl.backbones.convnet import ConvNetConfig
@@ -501,3 +502,36 @@ def test_chunk_parameters_packs_consecutive_sizes_under_the_limit():
 
     assert chunk_parameters([4, 4, 4, 10, 1], 8) == ((0, 2), (2, 3), (3, 4), (4, 5))
     assert chunk_parameters([1, 2, 3], 100) == ((0, 3),)
+
+
+class _DeepSupervised(HardSharing):
+    """Test-only: hps that, in training mode, adds a second ("initial") prediction per task."""
+
+    def decode(self, z: Tensor, size: Sequence[int]) -> dict[str, Tensor]:
+        out = super().decode(z, size)
+        if self.training:
+            out.update({aux_key(n, "initial"): 0.5 * y for n, y in list(out.items())})
+        return out
+
+
+def test_deep_supervision_adds_to_its_tasks_loss():
+    model, batch = _model(_DeepSupervised).train(), _batch()
+    step = TrainStep(model, TASKS, _balancer(Needs.LOSSES))
+    outputs = model(batch["image"])
+    assert sorted(outputs) == sorted(NAMES + [f"{n}/initial" for n in NAMES])
+    got = step.losses(outputs, batch)
+    plain = {k: v for k, v in outputs.items() if "/" not in k}
+    halves = {k: 0.5 * v for k, v in plain.items()}
+    expected = torch.stack(_losses(plain, batch)) + torch.stack(_losses(halves, batch))
+    torch.testing.assert_close(got, expected)
+
+
+def test_outputs_naming_no_task_are_refused():
+    model, batch = _model(), _batch()
+    outputs = dict(model(batch["image"]))
+    step = TrainStep(model, TASKS, _balancer(Needs.LOSSES))
+    with pytest.raises(ValueError, match="'edges/initial'.*neither a task"):
+        step.losses({**outputs, "edges/initial": outputs["depth"]}, batch)
+    del outputs["depth"]
+    with pytest.raises(ValueError, match="no output for task 'depth'"):
+        step.losses(outputs, batch)
