@@ -160,6 +160,13 @@ def run_options(f: F) -> F:
         click.option("--arch", default=None, help="Architecture name."),
         click.option("--balancer", default=None, help="Balancer name."),
         click.option("--distill", default=None, help="Distillation loss name."),
+        click.option(
+            "--grouping",
+            type=click.Path(dir_okay=False, exists=True),
+            default=None,
+            help="Grouping file for --arch branched (arch.grouping), as `pymtl group select` "
+            "writes it.",
+        ),
         click.option("--seed", type=int, default=None, help="Random seed."),
         click.option("--device", default=None, help='Device, e.g. "cpu" or "cuda:0".'),
         click.option(
@@ -196,6 +203,8 @@ def resolve_run(registry: Any, opts: dict[str, Any]) -> Any:
     flags += [
         f"{key}={json.dumps(opts[key])}" for key in ("seed", "device") if opts.get(key) is not None
     ]
+    if opts.get("grouping") is not None:
+        flags.append(f"arch.grouping={json.dumps(str(opts['grouping']))}")
     # flags first, then --set: an explicit --set wins over a shortcut flag
     return resolve_config(
         doc, registry, overrides=[*flags, *opts["overrides"]], source=str(path or "")
@@ -334,7 +343,7 @@ def data_stats_cmd(limit: int | None, **opts: Any) -> None:
 
 
 # the run commands (train, eval, baselines, sweep, compare) live in their own module
-from pymtl import cli_run  # noqa: E402, F401
+from pymtl import cli_info, cli_run  # noqa: E402, F401
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -114,6 +114,18 @@ class Architecture(Component, nn.Module):
             "(has_shared_representation is False)"
         )
 
+    def regularizer(self) -> Tensor | None:
+        """A penalty on the architecture's own parameters that the training step adds to the
+        objective, unweighted by the balancer (sluice's subspace orthogonality, SPEC-methods
+        §1.4); ``None`` (the default) when there is none."""
+        return None
+
+    def lr_groups(self) -> list[tuple[float, list[nn.Parameter]]]:
+        """Parameters that train at a multiple of the run's learning rate, as
+        ``[(multiplier, params), …]`` (cross-stitch units and NDDR layers: 100×, SPEC-methods
+        §1.3, §1.5). Every other parameter uses the run's rate. Default: none."""
+        return []
+
     @abstractmethod
     def shared_parameters(self) -> Iterator[nn.Parameter]:
         """Parameters used by more than one task (θ_s)."""

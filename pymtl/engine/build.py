@@ -60,10 +60,16 @@ def build_balancer(config: RunConfig, registry: Registry, dataset: Dataset) -> B
 def build_optimizer(
     config: RunConfig, model: nn.Module, balancer: nn.Module, total_steps: int
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
-    """The network's optimiser (balancer parameters, if any, in a group of their own) and the
+    """The network's optimiser (balancer parameters, if any, and the architecture's
+    :meth:`~pymtl.architectures.base.Architecture.lr_groups` in groups of their own) and the
     per-step LR schedule."""
     t = config.train
-    groups: list[dict[str, Any]] = [{"params": [p for p in model.parameters() if p.requires_grad]}]
+    scaled = model.lr_groups() if isinstance(model, Architecture) else []
+    special = {id(p) for _, params in scaled for p in params}
+    groups: list[dict[str, Any]] = [
+        {"params": [p for p in model.parameters() if p.requires_grad and id(p) not in special]}
+    ]
+    groups += [{"params": params, "lr": t.lr * mult} for mult, params in scaled if params]
     own = [p for p in balancer.parameters() if p.requires_grad]
     if own:
         groups.append({"params": own, "weight_decay": 0.0, "lr": t.balancer_lr or t.lr})

@@ -181,6 +181,9 @@ class TrainStep:
         else:
             weights = self._jacobian_step(losses, seen)
         self._per_task = []  # no reference to this step's graph outlives the step
+        penalty = self.model.regularizer()
+        if penalty is not None:  # on the architecture's own parameters, outside the balancing
+            penalty.backward()  # type: ignore[no-untyped-call]
         if _world_size() > 1:
             _average([p.grad for p in self.model.parameters() if p.grad is not None])
         return StepResult(losses=seen, weights=weights)

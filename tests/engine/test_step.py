@@ -530,8 +530,27 @@ def test_outputs_naming_no_task_are_refused():
     model, batch = _model(), _batch()
     outputs = dict(model(batch["image"]))
     step = TrainStep(model, TASKS, _balancer(Needs.LOSSES))
-    with pytest.raises(ValueError, match="'edges/initial'.*neither a task"):
+    with pytest.raises(ValueError, match=r"'edges/initial'.*neither a task"):
         step.losses({**outputs, "edges/initial": outputs["depth"]}, batch)
     del outputs["depth"]
     with pytest.raises(ValueError, match="no output for task 'depth'"):
         step.losses(outputs, batch)
+
+
+class _Penalised(HardSharing):
+    """Test-only: hps with a regulariser 3·Σθ on its first backbone parameter."""
+
+    def regularizer(self) -> Tensor | None:
+        return 3.0 * next(self.backbone.parameters()).sum()
+
+
+@pytest.mark.parametrize("needs", [Needs.LOSSES, Needs.GRAM])
+def test_architecture_regularizer_adds_its_gradient(needs):
+    batch = _batch()
+    plain, penalised = _model(), _model(_Penalised)
+    for model in (plain, penalised):
+        TrainStep(model, TASKS, _balancer(needs, w=W, s=W))(batch)
+    first = [next(m.backbone.parameters()).grad for m in (plain, penalised)]
+    torch.testing.assert_close(first[1], first[0] + 3.0)
+    rest = zip(list(plain.parameters())[1:], list(penalised.parameters())[1:], strict=True)
+    assert all(torch.equal(a.grad, b.grad) for a, b in rest)
