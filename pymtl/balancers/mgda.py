@@ -32,6 +32,7 @@ from pymtl.hookspecs import hookimpl
 NORMS = ("none", "l2", "loss", "loss+")
 APPLY = ("raw", "normalized")
 REDUCTIONS = ("mean", "sum")
+REP_REDUCE = ("whole_batch", "sum_batch")
 
 
 @attrs.frozen(kw_only=True)
@@ -120,19 +121,35 @@ class MGDA(Balancer):
         return f"norm={self.norm!r}, apply={self.apply_mode!r}, reduction={self.reduction!r}"
 
 
+@attrs.frozen(kw_only=True)
+class MGDAUBConfig(MGDAConfig):
+    """Options of ``mgda_ub``: those of ``mgda`` and
+
+    Attributes:
+        rep_reduce: how the representation's gradients enter G_Z (SPEC-methods §0):
+            ``whole_batch`` (the reference: J_Z flattens the whole batch, [T, B·|z|]) or
+            ``sum_batch`` (LibMTL: J_Z is first summed over the batch, [T, |z|]).
+    """
+
+    rep_reduce: str = attrs.field(default="whole_batch", validator=attrs.validators.in_(REP_REDUCE))
+
+
 class MGDAUpperBound(MGDA):
     """MGDA-UB: MGDA on the gradients of the shared representation Z [S].
 
     Reference: Sener & Koltun, NeurIPS 2018, §3.3 [C:isl-org/MultiObjectiveOptimization]: the
     min-norm weights are computed from ``G_Z = J_Z J_Zᵀ`` (one backward per task through the
     decoders only) and ``J_Zᵀ w`` is back-propagated through the encoder once. Same options
-    and output as :class:`MGDA`.
+    and output as :class:`MGDA`. With ``rep_reduce="sum_batch"`` the training step builds G_Z
+    from J_Z summed over the batch dimension (LibMTL's variant); the update is still
+    ``J_Zᵀ w`` on the whole batch.
 
     Args:
         tasks: task names, in loss order.
         norm: gradient normaliser: ``none``, ``l2``, ``loss`` or ``loss+``.
         apply: ``raw`` (w = c) or ``normalized`` (w = c / n).
         reduction: ``mean`` (Σw = 1 with ``apply="raw"``) or ``sum`` (T times that).
+        rep_reduce: ``whole_batch`` (reference) or ``sum_batch`` (LibMTL).
 
     Example:
         >>> import torch
@@ -142,7 +159,24 @@ class MGDAUpperBound(MGDA):
     """
 
     name = "mgda_ub"
+    Config = MGDAUBConfig
     needs = Needs.REPRESENTATION_GRAM
+
+    def __init__(
+        self,
+        tasks: Sequence[str],
+        *,
+        norm: str = "none",
+        apply: str = "raw",
+        reduction: str = "mean",
+        rep_reduce: str = "whole_batch",
+    ) -> None:
+        super().__init__(tasks, norm=norm, apply=apply, reduction=reduction)
+        MGDAUBConfig(rep_reduce=rep_reduce)  # same validation
+        self.rep_reduce = rep_reduce
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, rep_reduce={self.rep_reduce!r}"
 
 
 @hookimpl

@@ -332,9 +332,15 @@ class TrainStep:
         # scaled by 1/W (the global loss averages the processes'), so G_Z = Σ_r G_r / W².
         G = None
         if self.balancer.needs is Needs.REPRESENTATION_GRAM:
-            G = gram(J)
-            _average([G])
-            G = G / _world_size()
+            if getattr(self.balancer, "rep_reduce", "whole_batch") == "sum_batch":
+                # Σ over the global batch = W · (process mean of the local sums / W)
+                S = J.reshape(J.shape[0], z_leaf.shape[0], -1).sum(dim=1)
+                _average([S])
+                G = gram(S)
+            else:
+                G = gram(J)
+                _average([G])
+                G = G / _world_size()
         extra = {"representation": z_leaf.detach()} if self.balancer.wants_representation else {}
         weights = self._weights(seen, J, G, **extra)
         self._own_backward(losses, weights)

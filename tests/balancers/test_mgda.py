@@ -243,3 +243,12 @@ def test_train_step(cls):
     w = _train_step(cls(["seg", "depth"])).weights.shared
     assert (w >= 0).all()
     assert w.sum().item() == pytest.approx(1.0)
+
+
+def test_upper_bound_rep_reduce_option():
+    assert MGDAUpperBound(["a", "b"]).rep_reduce == "whole_batch"
+    assert MGDAUpperBound(["a", "b"], rep_reduce="sum_batch").rep_reduce == "sum_batch"
+    assert "rep_reduce='sum_batch'" in repr(MGDAUpperBound(["a", "b"], rep_reduce="sum_batch"))
+    with pytest.raises(ValueError, match="rep_reduce"):
+        MGDAUpperBound(["a", "b"], rep_reduce="mean_batch")
+    check_balancer(MGDAUpperBound, config=MGDAUpperBound.Config(rep_reduce="sum_batch"))

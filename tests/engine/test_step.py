@@ -554,3 +554,16 @@ def test_architecture_regularizer_adds_its_gradient(needs):
     torch.testing.assert_close(first[1], first[0] + 3.0)
     rest = zip(list(plain.parameters())[1:], list(penalised.parameters())[1:], strict=True)
     assert all(torch.equal(a.grad, b.grad) for a, b in rest)
+
+
+def test_sum_batch_representation_gram_sums_over_the_batch_first():
+    model, batch = _model(), _batch()
+    ref = copy.deepcopy(model)
+    x = batch["image"]
+    z = ref.encode(x)
+    JZ = _jacobian(_losses(ref.decode(z, x.shape[-2:]), batch), [z])
+    summed = JZ.reshape(3, x.shape[0], -1).sum(dim=1)  # [T, |z|]
+    balancer = _balancer(Needs.REPRESENTATION_GRAM, w=W, s=S)
+    balancer.rep_reduce = "sum_batch"
+    TrainStep(model, TASKS, balancer)(batch)
+    torch.testing.assert_close(balancer.seen[0]["gram"], summed @ summed.T)
