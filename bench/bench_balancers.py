@@ -2,7 +2,7 @@
 
 An aggregation step is what the training step does for a balancer with ``needs = GRAM``,
 given the per-task gradients J [T, P] fp32: ``G = gram(J)``, ``w = balancer(L, gram=G).shared``
-and the combined gradient ``d = w @ J`` [P], written into a preallocated buffer as the step
+and the combined gradient ``d = combine(J, w)`` = ``Jᵀ w`` [P] (the ``combine`` kernel), written into a preallocated buffer as the step
 writes into the existing ``.grad`` storage (a fresh 40 MB result costs ~20 ms of page faults
 per call on this machine, more than the pass itself). It reads J twice (the Gram, then
 ``d``) and solves a T×T problem in between.
@@ -54,7 +54,7 @@ from pymtl.balancers.mgda import MGDA
 from pymtl.balancers.nash_mtl import NashMTL
 from pymtl.balancers.pcgrad import PCGrad
 from pymtl.balancers.upgrad import UPGrad
-from pymtl.ops import gram
+from pymtl.ops import combine, gram
 
 SHAPES = [(T, P) for T in (3, 5, 10) for P in (1_000_000, 10_000_000)] + [(40, 1_000_000)]
 BALANCERS: dict[str, tuple[type[Balancer], dict[str, Any]]] = {
@@ -185,7 +185,7 @@ def _d64(J: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
 
 def _step(J: Tensor, losses: Tensor, balancer: Balancer, d: Tensor) -> tuple[Tensor, Tensor]:
     w = balancer(losses, gram=gram(J)).shared
-    return w, torch.mv(J.mT, w, out=d)  # d = w @ J
+    return w, combine(J, w, out=d)  # d = Jᵀ w, one pass over J
 
 
 @pytest.mark.parametrize(("T", "P", "impl"), CASES)
