@@ -204,7 +204,8 @@ def resolve_run(registry: Any, opts: dict[str, Any]) -> Any:
         f"{key}={json.dumps(opts[key])}" for key in ("seed", "device") if opts.get(key) is not None
     ]
     if opts.get("grouping") is not None:
-        flags.append(f"arch.grouping={json.dumps(str(opts['grouping']))}")
+        # absolute: the run's config.toml must still find it from another directory
+        flags.append(f"arch.grouping={json.dumps(str(Path(opts['grouping']).resolve()))}")
     # flags first, then --set: an explicit --set wins over a shortcut flag
     return resolve_config(
         doc, registry, overrides=[*flags, *opts["overrides"]], source=str(path or "")

@@ -325,6 +325,12 @@ def _check_isolation(
             )
 
 
+def _grad_or_zero(y: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """``dy/dp``, zeros when ``y`` does not depend on ``p`` (a head unused in eval mode)."""
+    (g,) = torch.autograd.grad(y, p, retain_graph=True, allow_unused=True)
+    return torch.zeros_like(p) if g is None else g
+
+
 def _check_head_bias(where: str, model: Architecture, x: torch.Tensor, task: Task) -> None:
     """Some parameter of ``task`` starts at ``head_bias()`` and shifts the output by itself."""
     bias = task.head_bias()
@@ -344,7 +350,7 @@ def _check_head_bias(where: str, model: Architecture, x: torch.Tensor, task: Tas
     means = y.transpose(0, 1).reshape(task.channels, -1).mean(dim=1)  # [K]
     eye = torch.eye(bias.numel(), dtype=y.dtype)
     for p in found:
-        rows = [torch.autograd.grad(m, p, retain_graph=True)[0].reshape(-1) for m in means]
+        rows = [_grad_or_zero(m, p).reshape(-1) for m in means]
         if torch.allclose(torch.stack(rows).cpu(), eye, atol=1e-4):
             return
     raise AssertionError(
