@@ -70,6 +70,8 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "pymtl.architectures.nddr",
     "pymtl.architectures.mtan",
     "pymtl.architectures.branched",
+    "pymtl.architectures.padnet",
+    "pymtl.architectures.mtinet",
     "pymtl.backbones.convnet",
     "pymtl.backbones.hrnet",
     "pymtl.backbones.lenet",
