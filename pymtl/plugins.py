@@ -72,6 +72,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "pymtl.architectures.branched",
     "pymtl.architectures.padnet",
     "pymtl.architectures.mtinet",
+    "pymtl.architectures.jtrl",
     "pymtl.backbones.convnet",
     "pymtl.backbones.hrnet",
     "pymtl.backbones.lenet",

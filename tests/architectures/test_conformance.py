@@ -36,11 +36,17 @@ def test_every_builtin_architecture_is_registered():
     assert {"hps", "stl"} <= set(NAMES)
 
 
+# architectures defined for a fixed kind of task set (the default mixes 3 dense and 2 image tasks)
+TASKS: dict[str, tuple[Any, ...]] = {
+    "jtrl": (SegmentationTask(name="seg", num_classes=3), DepthTask(name="depth", mean=2.0)),
+}
+
+
 @pytest.mark.parametrize("size", [(32, 32), (24, 40)])
 @pytest.mark.parametrize("name", NAMES)
 def test_conformance(name, size):
     cls = get_registry(autoload=False).get("architecture", name)
-    check_architecture(cls, config=_tiny(name), size=size)
+    check_architecture(cls, config=_tiny(name), size=size, tasks=TASKS.get(name))
 
 
 # --- hps ---------------------------------------------------------------------------------------
