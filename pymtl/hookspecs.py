@@ -63,7 +63,7 @@ def pymtl_register_distillation_losses() -> list[type[DistillationLoss]]:  # typ
     """Return distillation-loss classes (subclasses of :class:`pymtl.DistillationLoss`).
 
     A distillation loss compares a student's features or predictions with a frozen teacher's
-    and returns a scalar added to the training objective. Example: ``return [HintonKD]``.
+    and returns one term per task, added to the training objective. Example: ``return [HintonKD]``.
     """
 
 
