@@ -75,3 +75,47 @@ def run_timed(
     if not benchmark.disabled:
         benchmark.extra_info["GBps"] = round(nbytes / benchmark.stats.stats.min / 1e9, 2)
     return out
+
+
+def _rss_kib(field: str) -> int:
+    """``VmRSS`` / ``VmHWM`` of this process, in KiB (Linux ``/proc/self/status``)."""
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def peak_memory_bytes(fn: Callable[[], object], device: str) -> int:
+    """Bytes of memory ``fn()`` needs at its peak beyond what was in use before it ran.
+
+    * cuda: ``torch.cuda.max_memory_allocated`` over the call, less the allocation before it
+      (the caching allocator's view: every tensor, including the kernels' workspaces, which
+      come from torch).
+    * cpu: the process's resident-set high-water mark. glibc first returns its free heap to
+      the system (``malloc_trim``), the kernel's ``VmHWM`` is reset to the current RSS
+      (``clear_refs`` 5), and the result is ``VmHWM − VmRSS`` after the call. This counts every
+      page touched by torch tensors and by the C++ kernels' own scratch alike (torch's CPU
+      allocator statistics would miss the latter). Linux only; 0 where it is unavailable.
+    """
+    if device == "cuda":
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        fn()
+        torch.cuda.synchronize()
+        return int(torch.cuda.max_memory_allocated() - base)
+    try:
+        import ctypes
+        import gc
+
+        gc.collect()
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as refs:
+            refs.write("5")
+        base = _rss_kib("VmRSS")
+    except OSError:
+        fn()
+        return 0
+    fn()
+    return max(0, _rss_kib("VmHWM") - base) * 1024

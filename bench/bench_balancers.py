@@ -2,9 +2,10 @@
 
 An aggregation step is what the training step does for a balancer with ``needs = GRAM``,
 given the per-task gradients J [T, P] fp32: ``G = gram(J)``, ``w = balancer(L, gram=G).shared``
-and the combined gradient ``d = combine(J, w)`` = ``Jᵀ w`` [P] (the ``combine`` kernel), written into a preallocated buffer as the step
-writes into the existing ``.grad`` storage (a fresh 40 MB result costs ~20 ms of page faults
-per call on this machine, more than the pass itself). It reads J twice (the Gram, then
+and the combined gradient ``d = combine(J, w)`` = ``Jᵀ w`` [P] (the ``combine`` kernel),
+written into a preallocated buffer as the step writes into the existing ``.grad`` storage (a
+fresh 40 MB result costs ~20 ms of page faults per call on this machine, more than the pass
+itself). It reads J twice (the Gram, then
 ``d``) and solves a T×T problem in between.
 
 One group per (T, P), implementations (``extra_info["impl"]``):

@@ -11,6 +11,7 @@
 #include "common/checks.h"
 #include "graddrop/graddrop.h"
 #include "gram/gram.h"
+#include "pap/pap.h"
 #include "projection/projection.h"
 
 namespace py = pybind11;
@@ -194,6 +195,73 @@ void bind_graddrop(py::module_& m) {
 #endif
 }
 
+// pap_attention (PAP-Net's shared-key attention): f [B, T, N, Cq], v [B, N, Cv],
+// o [B, T, N, Cv], lse and delta [B, T, N]; the backward writes df [B, T, N, Cq], dv [B, N, Cv].
+template <typename S>
+void def_pap_cpu(py::module_& m, const char* suffix,
+                 void (*fwd)(const S*, const S*, S*, S*, int64_t, int64_t, int64_t, int64_t,
+                             int64_t, double),
+                 void (*bwd)(const S*, const S*, const S*, const S*, const S*, S*, S*, int64_t,
+                             int64_t, int64_t, int64_t, int64_t, double)) {
+  m.def((std::string("pap_attn_fwd_cpu_") + suffix).c_str(),
+        [fwd](std::uintptr_t f, std::uintptr_t v, std::uintptr_t o, std::uintptr_t lse,
+              int64_t B, int64_t T, int64_t N, int64_t Cq, int64_t Cv, double scale) {
+          py::gil_scoped_release nogil;
+          fwd(as_ptr<const S>(f), as_ptr<const S>(v), as_ptr<S>(o), as_ptr<S>(lse), B, T, N, Cq,
+              Cv, scale);
+        },
+        py::arg("f"), py::arg("v"), py::arg("o"), py::arg("lse"), py::arg("B"), py::arg("T"),
+        py::arg("N"), py::arg("Cq"), py::arg("Cv"), py::arg("scale"));
+  m.def((std::string("pap_attn_bwd_cpu_") + suffix).c_str(),
+        [bwd](std::uintptr_t f, std::uintptr_t v, std::uintptr_t lse, std::uintptr_t dO,
+              std::uintptr_t delta, std::uintptr_t df, std::uintptr_t dv, int64_t B, int64_t T,
+              int64_t N, int64_t Cq, int64_t Cv, double scale) {
+          py::gil_scoped_release nogil;
+          bwd(as_ptr<const S>(f), as_ptr<const S>(v), as_ptr<const S>(lse), as_ptr<const S>(dO),
+              as_ptr<const S>(delta), as_ptr<S>(df), as_ptr<S>(dv), B, T, N, Cq, Cv, scale);
+        },
+        py::arg("f"), py::arg("v"), py::arg("lse"), py::arg("dO"), py::arg("delta"),
+        py::arg("df"), py::arg("dv"), py::arg("B"), py::arg("T"), py::arg("N"), py::arg("Cq"),
+        py::arg("Cv"), py::arg("scale"));
+}
+
+void bind_pap(py::module_& m) {
+  m.attr("pap_cuda_max_cq") = pymtl::kPapCudaMaxCq;
+  m.attr("pap_cuda_max_cv") = pymtl::kPapCudaMaxCv;
+  def_pap_cpu<float>(m, "f32", &pymtl::pap_attn_fwd_cpu_f32, &pymtl::pap_attn_bwd_cpu_f32);
+  def_pap_cpu<double>(m, "f64", &pymtl::pap_attn_fwd_cpu_f64, &pymtl::pap_attn_bwd_cpu_f64);
+#ifdef PYMTL_HAVE_CUDA
+  // dtype: 0 fp32, 1 fp16, 2 bf16 (f, v, o, dO); lse, delta, df, dv fp32; df, dv zero-filled.
+  m.def(
+      "pap_attn_fwd_cuda",
+      [](int dtype, std::uintptr_t f, std::uintptr_t v, std::uintptr_t o, std::uintptr_t lse,
+         int64_t B, int64_t T, int64_t N, int64_t Cq, int64_t Cv, double scale,
+         std::uintptr_t stream) {
+        py::gil_scoped_release nogil;
+        pymtl::pap_attn_fwd_cuda(dtype, as_ptr<const void>(f), as_ptr<const void>(v),
+                                 as_ptr<void>(o), as_ptr<float>(lse), B, T, N, Cq, Cv, scale,
+                                 stream);
+      },
+      py::arg("dtype"), py::arg("f"), py::arg("v"), py::arg("o"), py::arg("lse"), py::arg("B"),
+      py::arg("T"), py::arg("N"), py::arg("Cq"), py::arg("Cv"), py::arg("scale"),
+      py::arg("stream"));
+  m.def(
+      "pap_attn_bwd_cuda",
+      [](int dtype, std::uintptr_t f, std::uintptr_t v, std::uintptr_t lse, std::uintptr_t dO,
+         std::uintptr_t delta, std::uintptr_t df, std::uintptr_t dv, int64_t B, int64_t T,
+         int64_t N, int64_t Cq, int64_t Cv, double scale, std::uintptr_t stream) {
+        py::gil_scoped_release nogil;
+        pymtl::pap_attn_bwd_cuda(dtype, as_ptr<const void>(f), as_ptr<const void>(v),
+                                 as_ptr<const float>(lse), as_ptr<const void>(dO),
+                                 as_ptr<const float>(delta), as_ptr<float>(df),
+                                 as_ptr<float>(dv), B, T, N, Cq, Cv, scale, stream);
+      },
+      py::arg("dtype"), py::arg("f"), py::arg("v"), py::arg("lse"), py::arg("dO"),
+      py::arg("delta"), py::arg("df"), py::arg("dv"), py::arg("B"), py::arg("T"), py::arg("N"),
+      py::arg("Cq"), py::arg("Cv"), py::arg("scale"), py::arg("stream"));
+#endif
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -213,4 +281,5 @@ PYBIND11_MODULE(_C, m) {
   bind_combine(m);
   bind_projection(m);
   bind_graddrop(m);
+  bind_pap(m);
 }

@@ -71,6 +71,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "pymtl.architectures.mtan",
     "pymtl.architectures.branched",
     "pymtl.architectures.padnet",
+    "pymtl.architectures.papnet",
     "pymtl.architectures.mtinet",
     "pymtl.architectures.jtrl",
     "pymtl.backbones.convnet",

@@ -10,6 +10,7 @@ from pymtl.ops.graddrop import (
     graddrop_signed_sum_reference,
 )
 from pymtl.ops.gram import gram, gram_reference
+from pymtl.ops.pap import pap_attention, pap_diffuse, pap_diffuse_reference
 from pymtl.ops.projection import (
     gradvac_weights,
     gradvac_weights_reference,
@@ -29,6 +30,9 @@ __all__ = [
     "gradvac_weights_reference",
     "gram",
     "gram_reference",
+    "pap_attention",
+    "pap_diffuse",
+    "pap_diffuse_reference",
     "pcgrad_weights",
     "pcgrad_weights_reference",
 ]
