@@ -59,11 +59,12 @@ def _count(params: Any) -> int:
 
 
 def _registered_pap_formula() -> None:
-    op = getattr(torch.ops.pymtl, "pap_attention", None)
-    if op is None or getattr(_registered_pap_formula, "done", False):
+    import pymtl.ops.pap  # noqa: F401  (registers the op)
+
+    if getattr(_registered_pap_formula, "done", False):
         return
 
-    @register_flop_formula(op.default)
+    @register_flop_formula(torch.ops.pymtl.pap_attention)
     def _pap_attention_flops(
         f_shape: Sequence[int], v_shape: Sequence[int], *args: Any, **kw: Any
     ) -> int:

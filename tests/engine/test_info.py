@@ -83,3 +83,16 @@ def test_markdown_format_has_a_row_per_architecture():
     lines = format_infos([info, info], "markdown").splitlines()
     assert len(lines) == 4
     assert lines[1].startswith("|---")
+
+
+def test_pap_attention_counts_its_logits_and_products():
+    from pymtl.engine.info import _macs
+    from pymtl.ops import pap_attention
+
+    class Attend(torch.nn.Module):
+        def forward(self, x):
+            f = x.reshape(1, 2, 12, 4)  # B=1, T=2, N=12, C'=4
+            o, _ = pap_attention(f, torch.ones(1, 12, 6), 0.5)  # Cv = 6
+            return {"y": o}
+
+    assert _macs(Attend(), torch.zeros(1, 96)) == 2 * (12 * 12 * 4 + 12 * 12 * 6)  # type: ignore[arg-type]
