@@ -155,7 +155,7 @@ def measure(
 
 def _si(value: float, unit: str) -> str:
     if value == 0:
-        return f"0 {unit}"
+        return f"0 {unit}".strip()
     k = min(int(math.log10(abs(value)) // 3), 4)
     return f"{value / 10 ** (3 * k):.3g} {' kMGT'[k].strip()}{unit}"
 
