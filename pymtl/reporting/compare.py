@@ -175,7 +175,8 @@ def _group(runs: Sequence[Run]) -> dict[str, dict[int, Run]]:
     """``{label: {seed: run}}`` in first-seen order; a repeated (method, seed) is an error."""
     groups: list[tuple[tuple[str, str, str | None], dict[str, Any], dict[int, Run]]] = []
     for run in runs:
-        sections = flatten({k: run.config.get(k) for k in METHOD_SECTIONS})
+        config = _with_defaults(run.config)
+        sections = flatten({k: config.get(k) for k in METHOD_SECTIONS})
         opts = {k: v for k, v in sections.items() if k not in NOT_IDENTITY}
         same = [g for g in groups if g[0] == run.method and g[1] == opts]
         members = same[0][2] if same else {}
@@ -190,6 +191,22 @@ def _group(runs: Sequence[Run]) -> dict[str, dict[int, Run]]:
         members[run.seed] = run
     every = [(method, opts) for method, opts, _ in groups]
     return {_label(method, opts, every=every): members for method, opts, members in groups}
+
+
+def _with_defaults(config: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A run's config with every option the current components define filled in, so a run
+    written before an option existed compares equal to one at that option's default; the
+    stored config as is when it no longer resolves (a component gone or changed)."""
+    from pymtl.config import resolve_config, to_document
+    from pymtl.errors import PymtlError
+    from pymtl.plugins import get_registry
+
+    registry = get_registry()
+    try:
+        resolved: Mapping[str, Any] = to_document(resolve_config(config, registry), registry)
+    except (PymtlError, ValueError, TypeError, KeyError):
+        return config
+    return resolved
 
 
 def _label(

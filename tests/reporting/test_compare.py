@@ -199,3 +199,16 @@ def test_different_baselines_are_noted(fab):
 def test_no_runs():
     with pytest.raises(ComparisonError, match="no runs given"):
         compare_runs([])
+
+
+def test_an_option_left_out_equals_its_default(fab):
+    """A run written before an option existed compares as that option's default."""
+    data = {"name": "synthetic", "image_size": 32}  # resolvable with today's components
+    a = fab.run("a", seed=0, dataset=data)
+    b = fab.run("b", seed=1, dataset=data)
+    text = (b / "config.toml").read_text()
+    (b / "config.toml").write_text(text.replace("[train]\n", '[train]\ngrad_mode = "auto"\n'))
+    assert [m.seeds for m in compare_runs([a, b]).methods] == [(0, 1)]
+    (b / "config.toml").write_text(text.replace("[train]\n", '[train]\ngrad_mode = "gram"\n'))
+    labels = [m.label for m in compare_runs([a, b]).methods]
+    assert labels == ["hps+ew (train.grad_mode='auto')", "hps+ew (train.grad_mode='gram')"]
