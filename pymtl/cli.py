@@ -344,7 +344,7 @@ def data_stats_cmd(limit: int | None, **opts: Any) -> None:
 
 
 # the run commands (train, eval, baselines, sweep, compare) live in their own module
-from pymtl import cli_info, cli_run  # noqa: E402, F401
+from pymtl import cli_group, cli_info, cli_run  # noqa: E402, F401
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
