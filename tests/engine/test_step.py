@@ -14,126 +14,29 @@ from typing import Any
 import attrs
 import pytest
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from pymtl import Balancer, Needs, PymtlError, Weights
-from pymtl.architectures.base import aux_key
-from pymtl.architectures.hps import HardSharing
+from pymtl import Needs, PymtlError, Weights
 from pymtl.architectures.stl import SingleTask
-from pymtl.backbones.convnet import ConvNetConfig
-from pymtl.config import BackboneSection
 from pymtl.engine.step import NonFiniteLossError, TrainStep
-from pymtl.tasks import ClassificationTask, DepthTask, SegmentationTask
-
-TASKS = (
-    SegmentationTask(name="seg", num_classes=3),
-    DepthTask(name="depth"),
-    ClassificationTask(name="cls", num_classes=4),
+from tests.engine._step_helpers import (
+    GRADIENT_MODES,
+    NAMES,
+    REPRESENTATION_MODES,
+    TASKS,
+    S,
+    W,
+    _assert_task_grads,
+    _balancer,
+    _batch,
+    _Constant,
+    _flat,
+    _jacobian,
+    _Learnable,
+    _losses,
+    _model,
+    _own_grads,
 )
-NAMES = [t.name for t in TASKS]
-W = [0.5, 2.0, 1.5]  # shared weights w
-S = [1.0, 0.25, 3.0]  # task-specific weights s
-GRADIENT_MODES = [Needs.GRAM, Needs.JACOBIAN]
-REPRESENTATION_MODES = [Needs.REPRESENTATION_GRAM, Needs.REPRESENTATION_JACOBIAN]
-
-
-@attrs.frozen(kw_only=True)
-class _NoOptions:
-    """No options."""
-
-
-class _Constant(Balancer):
-    """Test-only: fixed ``w`` and ``s``, records every input it receives [pymtl]."""
-
-    name = "test_constant"
-    Config = _NoOptions
-
-    def __init__(
-        self, tasks: Sequence[str], *, w: Sequence[float], s: Sequence[float] | None = None
-    ) -> None:
-        super().__init__(tasks)
-        self.w = torch.tensor(w, dtype=torch.float64)
-        self.s = self.w if s is None else torch.tensor(s, dtype=torch.float64)
-        self.seen: list[dict[str, Tensor | None]] = []
-
-    def compute(self, losses: Tensor, *, gram: Tensor | None, jacobian: Tensor | None) -> Weights:
-        self.seen.append({"losses": losses.clone(), "gram": gram, "jacobian": jacobian})
-        return Weights(shared=self.w.to(losses), task=self.s.to(losses))
-
-
-def _balancer(needs: Needs, w: Sequence[float] = W, s: Sequence[float] | None = None) -> _Constant:
-    cls = type(
-        f"_{needs.name.title()}", (_Constant,), {"needs": needs, "name": f"test_{needs.value}"}
-    )
-    return cls(NAMES, w=w, s=s)
-
-
-class _Learnable(_Constant):
-    """Test-only: constant weights plus an auxiliary loss on its own parameter [pymtl]."""
-
-    name = "test_learnable"
-
-    def __init__(self, tasks: Sequence[str], *, needs: Needs) -> None:
-        super().__init__(tasks, w=W)  # w = s: valid in every mode
-        self.needs = needs  # type: ignore[misc]
-        self.sigma = nn.Parameter(torch.tensor([0.3, -1.2, 2.0], dtype=torch.float64))
-
-    def compute(self, losses: Tensor, *, gram: Tensor | None, jacobian: Tensor | None) -> Weights:
-        weights = super().compute(losses, gram=gram, jacobian=jacobian)
-        return attrs.evolve(weights, aux_loss=(self.sigma**2).sum())
-
-
-def _backbone() -> BackboneSection:
-    return BackboneSection(name="convnet", options=ConvNetConfig(width=4, depth=2))
-
-
-def _model(cls: type[HardSharing] | type[SingleTask] = HardSharing) -> Any:
-    torch.manual_seed(0)
-    net = cls(TASKS, 3, backbone=_backbone(), head_channels=4, head_rates=(2,))
-    return net.double().train()
-
-
-def _batch() -> dict[str, Tensor]:
-    gen = torch.Generator().manual_seed(1)
-    seg = torch.randint(0, 3, (2, 16, 16), generator=gen)
-    seg[0, :3] = -1  # ignored pixels
-    return {
-        "image": torch.randn(2, 3, 16, 16, generator=gen, dtype=torch.float64),
-        "seg": seg,
-        "depth": torch.rand(2, 1, 16, 16, generator=gen, dtype=torch.float64) + 0.5,
-        "depth.mask": torch.tensor([True, False]),  # the second sample has no depth label
-        "cls": torch.tensor([1, 3]),
-    }
-
-
-def _losses(outputs: dict[str, Tensor], batch: dict[str, Tensor]) -> list[Tensor]:
-    return [t.loss(outputs[t.name], batch[t.name], batch.get(f"{t.name}.mask")) for t in TASKS]
-
-
-def _flat(grads: Sequence[Tensor]) -> Tensor:
-    return torch.cat([g.reshape(-1) for g in grads])
-
-
-def _jacobian(losses: Sequence[Tensor], wrt: Sequence[Tensor]) -> Tensor:
-    """[T, P]: one row per loss, the flattened gradient w.r.t. ``wrt``."""
-    return torch.stack([_flat(torch.autograd.grad(L, wrt, retain_graph=True)) for L in losses])
-
-
-def _own_grads(ref: Any, losses: Sequence[Tensor], s: Sequence[float]) -> dict[int, Tensor]:
-    """``s_t ∇θ_t L_t`` keyed by the position of each task parameter in ``parameters()``."""
-    index = {id(p): i for i, p in enumerate(ref.parameters())}
-    out = {}
-    for t, (name, loss) in enumerate(zip(NAMES, losses, strict=True)):
-        params = list(ref.task_parameters(name))
-        for p, g in zip(params, torch.autograd.grad(loss, params, retain_graph=True), strict=True):
-            out[index[id(p)]] = s[t] * g
-    return out
-
-
-def _assert_task_grads(model: Any, expected: dict[int, Tensor]) -> None:
-    params = list(model.parameters())
-    for i, g in expected.items():
-        torch.testing.assert_close(params[i].grad, g, msg=lambda m, i=i: f"parameter {i}: {m}")
 
 
 @pytest.fixture
@@ -502,68 +405,3 @@ def test_chunk_parameters_packs_consecutive_sizes_under_the_limit():
 
     assert chunk_parameters([4, 4, 4, 10, 1], 8) == ((0, 2), (2, 3), (3, 4), (4, 5))
     assert chunk_parameters([1, 2, 3], 100) == ((0, 3),)
-
-
-class _DeepSupervised(HardSharing):
-    """Test-only: hps that, in training mode, adds a second ("initial") prediction per task."""
-
-    def decode(self, z: Tensor, size: Sequence[int]) -> dict[str, Tensor]:
-        out = super().decode(z, size)
-        if self.training:
-            out.update({aux_key(n, "initial"): 0.5 * y for n, y in list(out.items())})
-        return out
-
-
-def test_deep_supervision_adds_to_its_tasks_loss():
-    model, batch = _model(_DeepSupervised).train(), _batch()
-    step = TrainStep(model, TASKS, _balancer(Needs.LOSSES))
-    outputs = model(batch["image"])
-    assert sorted(outputs) == sorted(NAMES + [f"{n}/initial" for n in NAMES])
-    got = step.losses(outputs, batch)
-    plain = {k: v for k, v in outputs.items() if "/" not in k}
-    halves = {k: 0.5 * v for k, v in plain.items()}
-    expected = torch.stack(_losses(plain, batch)) + torch.stack(_losses(halves, batch))
-    torch.testing.assert_close(got, expected)
-
-
-def test_outputs_naming_no_task_are_refused():
-    model, batch = _model(), _batch()
-    outputs = dict(model(batch["image"]))
-    step = TrainStep(model, TASKS, _balancer(Needs.LOSSES))
-    with pytest.raises(ValueError, match=r"'edges/initial'.*neither a task"):
-        step.losses({**outputs, "edges/initial": outputs["depth"]}, batch)
-    del outputs["depth"]
-    with pytest.raises(ValueError, match="no output for task 'depth'"):
-        step.losses(outputs, batch)
-
-
-class _Penalised(HardSharing):
-    """Test-only: hps with a regulariser 3·Σθ on its first backbone parameter."""
-
-    def regularizer(self) -> Tensor | None:
-        return 3.0 * next(self.backbone.parameters()).sum()
-
-
-@pytest.mark.parametrize("needs", [Needs.LOSSES, Needs.GRAM])
-def test_architecture_regularizer_adds_its_gradient(needs):
-    batch = _batch()
-    plain, penalised = _model(), _model(_Penalised)
-    for model in (plain, penalised):
-        TrainStep(model, TASKS, _balancer(needs, w=W, s=W))(batch)
-    first = [next(m.backbone.parameters()).grad for m in (plain, penalised)]
-    torch.testing.assert_close(first[1], first[0] + 3.0)
-    rest = zip(list(plain.parameters())[1:], list(penalised.parameters())[1:], strict=True)
-    assert all(torch.equal(a.grad, b.grad) for a, b in rest)
-
-
-def test_sum_batch_representation_gram_sums_over_the_batch_first():
-    model, batch = _model(), _batch()
-    ref = copy.deepcopy(model)
-    x = batch["image"]
-    z = ref.encode(x)
-    JZ = _jacobian(_losses(ref.decode(z, x.shape[-2:]), batch), [z])
-    summed = JZ.reshape(3, x.shape[0], -1).sum(dim=1)  # [T, |z|]
-    balancer = _balancer(Needs.REPRESENTATION_GRAM, w=W, s=S)
-    balancer.rep_reduce = "sum_batch"
-    TrainStep(model, TASKS, balancer)(batch)
-    torch.testing.assert_close(balancer.seen[0]["gram"], summed @ summed.T)
