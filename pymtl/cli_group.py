@@ -195,3 +195,7 @@ def affinity_cmd(candidates: tuple[Path, ...], split: str, out_dir: Path) -> Non
     plot_affinity(tables, out_dir / "affinity.png")
     click.echo(format_affinity(tables, "text"))
     click.echo(f"wrote affinity.txt, affinity.md, affinity.png to {out_dir}")
+
+
+# `pymtl group train` registers itself on group_cmd (imported last: it imports group_cmd)
+from pymtl import cli_group_train  # noqa: E402, F401

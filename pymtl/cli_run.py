@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ def _default_out(config: Any) -> Path:
         config.dataset.name if config.dataset else "data",
         config.arch.name if config.arch else "arch",
         config.balancer.name,
+        *([config.distill.name] if config.distill else []),
         f"seed{config.seed}",
     ]
     return Path("runs") / "_".join(parts)
@@ -30,7 +32,7 @@ def _default_out(config: Any) -> Path:
     "-o",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="Run directory [default: runs/DATASET_ARCH_BALANCER_seedN].",
+    help="Run directory [default: runs/DATASET_ARCH_BALANCER[_DISTILL]_seedN].",
 )
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint.")
 @click.option("--overwrite", is_flag=True, help="Replace a run already in --out.")
@@ -38,12 +40,27 @@ def _default_out(config: Any) -> Path:
     "--compile", "compile_", is_flag=True, help="torch.compile the model (train.compile)."
 )
 @click.option("--amp", is_flag=True, help="Mixed-precision forward pass (train.amp).")
+@click.option(
+    "--teacher",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="Teacher run for --distill (teacher.run): required by kdam; kd4mtl, bam and "
+    "hinton_kd default to the single-task baselines store.",
+)
+@click.option(
+    "--teacher-cache",
+    is_flag=True,
+    help="Compute the teacher's signals on the training split once, memory-mapped "
+    "(teacher.cache); refused with augmentation.",
+)
 def train_cmd(
     out: Path | None,
     resume: bool,
     overwrite: bool,
     compile_: bool,
     amp: bool,
+    teacher: Path | None,
+    teacher_cache: bool,
     print_config: bool,
     **opts: Any,
 ) -> None:
@@ -51,6 +68,10 @@ def train_cmd(
 
     Components come from the registry by name (--dataset, --arch, --balancer, --distill); their
     options from --config and --set. With --resume, the run's own config.toml is used.
+
+    With --distill, the frozen teacher comes from an earlier run: `pymtl baselines` (same
+    options) stores the single-task teachers of kd4mtl, bam and hinton_kd; kdam distils the
+    multi-task run named by --teacher.
     """
     from pymtl.config import dump_toml
     from pymtl.engine import train
@@ -63,6 +84,9 @@ def train_cmd(
     opts["overrides"] = [
         *(["train.compile=true"] if compile_ else []),
         *(["train.amp=true"] if amp else []),
+        # absolute: the run's config.toml must still find the teacher from another directory
+        *([f"teacher.run={json.dumps(str(teacher.resolve()))}"] if teacher else []),
+        *(["teacher.cache=true"] if teacher_cache else []),
         *opts["overrides"],
     ]
     config = resolve_run(registry, opts)

@@ -49,6 +49,7 @@ __all__ = [
     "DatasetSection",
     "DistillSection",
     "RunConfig",
+    "TeacherConfig",
     "TrainConfig",
     "apply_overrides",
     "converter",
@@ -167,6 +168,29 @@ class TrainConfig:
 
 
 @attrs.frozen(kw_only=True)
+class TeacherConfig:
+    """Where a distillation loss's frozen teacher comes from (``[teacher]``; only with
+    ``[distill]``).
+
+    Attributes:
+        run: a finished ``pymtl train`` run directory. Required by losses that distil one
+            multi-task teacher (``kdam``); for losses with single-task teachers (``kd4mtl``,
+            ``bam``, ``hinton_kd``) an ``stl`` run, and empty means the single-task baselines
+            store of this setting (``pymtl baselines``).
+        seed: which stored baseline seed teaches (-1: the run's own ``seed``); store only.
+        cache: compute the teacher's signals for the training split once, memory-mapped on
+            disk, instead of running the teacher every step; refused when the training split
+            is augmented (its items change between epochs).
+        cache_dir: where the cache goes (empty: ``RUN/teacher-cache``).
+    """
+
+    run: str = ""
+    seed: int = attrs.field(default=-1, validator=attrs.validators.ge(-1))
+    cache: bool = False
+    cache_dir: str = ""
+
+
+@attrs.frozen(kw_only=True)
 class RunConfig:
     """Everything that defines a run; ``dump_toml`` of it, fed back, reproduces it.
 
@@ -174,6 +198,7 @@ class RunConfig:
         seed: seeds every random number generator of the run.
         device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
         dataset, arch, balancer, distill: component sections (``distill`` optional).
+        teacher: the distillation teacher (set, to its defaults, whenever ``distill`` is).
         train: optimisation settings.
     """
 
@@ -183,6 +208,7 @@ class RunConfig:
     arch: ArchSection | None = None
     balancer: BalancerSection = attrs.field(factory=lambda: BalancerSection(name="ew"))
     distill: DistillSection | None = None
+    teacher: TeacherConfig | None = None
     train: TrainConfig = attrs.field(factory=TrainConfig)
 
 
@@ -336,6 +362,13 @@ def resolve_config(
             section = doc.setdefault(field.name, {})
             if isinstance(section, dict):
                 section.setdefault("name", default.name)
+    if "distill" in doc:
+        doc.setdefault("teacher", {})  # resolved to its defaults: part of the run's identity
+    elif "teacher" in doc:
+        raise ConfigError(
+            f"a [teacher] section{' in ' + source if source else ''} without a distillation "
+            "loss: add --distill NAME (or a [distill] section), or drop [teacher]"
+        )
     return _structure(doc, registry, source)
 
 

@@ -17,6 +17,11 @@ The training step adds their losses to that task's loss with the same weight (SP
 §1.8: "the same weights at both levels"), so balancers still see one loss per task; evaluation
 reads only the plain task keys, and in eval mode architectures return those alone.
 
+**Features for distillation.** :meth:`encode_layers` returns Z together with the backbone's
+coarsest feature map (``"mid"``) from the same pass, and :meth:`signals` packs features and
+outputs as :class:`~pymtl.distillation.Signals`, the inputs of distillation losses (one
+multi-task network: every task sees the same features; ``stl``: each task its own network's).
+
 Architectures whose tasks never share one activation (one network per task, cross-stitch)
 set ``has_shared_representation = False`` and override :meth:`forward` only. Every parameter
 is either shared or belongs to exactly one task; :func:`pymtl.testing.check_architecture`
@@ -33,6 +38,8 @@ from torch import Tensor, nn
 
 from pymtl.balancers.base import check_tasks
 from pymtl.component import Component
+from pymtl.distillation.base import Signals
+from pymtl.errors import ConfigError
 from pymtl.tasks.base import Task
 
 __all__ = ["AUX_SEPARATOR", "Architecture", "aux_key", "split_outputs"]
@@ -113,6 +120,35 @@ class Architecture(Component, nn.Module):
             f"architecture {self.name!r} has no single shared representation "
             "(has_shared_representation is False)"
         )
+
+    def encode_layers(self, x: Tensor, layers: Sequence[str]) -> tuple[Tensor, dict[str, Tensor]]:
+        """Z = :meth:`encode` ``(x)`` and the features at ``layers`` other than ``"last"`` (Z
+        itself), from one pass. The default exposes ``"last"`` only; architectures built on a
+        walkable backbone add ``"mid"``, its coarsest stage output."""
+        other = sorted(set(layers) - {"last"})
+        if other:
+            raise ConfigError(
+                f"architecture {self.name!r} exposes only the shared representation ('last'); "
+                f"got layers {list(layers)}: use layers = 'last' or an architecture that also "
+                "exposes 'mid' (hps, on a backbone with stages)"
+            )
+        return self.encode(x), {}
+
+    def signals(self, x: Tensor, layers: Sequence[str] = ()) -> Signals:
+        """Features at ``layers`` (every task: the same shared tensors) and outputs of one
+        pass, for distillation; with no layers, just the outputs of :meth:`forward`."""
+        if not layers:
+            return Signals({}, self(x))
+        if not self.has_shared_representation:
+            raise ConfigError(
+                f"architecture {self.name!r} has no shared representation, so it has no "
+                f"features at layers {list(layers)} to distil; use an architecture with a shared "
+                "encoder (hps), or a loss that reads outputs only (bam, hinton_kd, kdam)"
+            )
+        z, extra = self.encode_layers(x, layers)
+        outputs = self.decode(z, x.shape[-2:])
+        features = [z if layer == "last" else extra[layer] for layer in layers]
+        return Signals(dict.fromkeys(self.tasks, features), outputs)
 
     def regularizer(self) -> Tensor | None:
         """A penalty on the architecture's own parameters that the training step adds to the

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from pymtl.architectures.base import Architecture
 from pymtl.architectures.heads import make_head
-from pymtl.backbones.base import build_backbone
+from pymtl.backbones.base import build_backbone, coarsest
 from pymtl.config import BackboneSection
 from pymtl.hookspecs import hookimpl
 from pymtl.tasks.base import Task
@@ -101,6 +101,15 @@ class HardSharing(Architecture):
 
     def decode(self, z: Tensor, size: Sequence[int]) -> dict[str, Tensor]:
         return {name: head(z, size) for name, head in self.heads.items()}
+
+    def encode_layers(self, x: Tensor, layers: Sequence[str]) -> tuple[Tensor, dict[str, Tensor]]:
+        """Z, plus ``"mid"``: the backbone's coarsest stage output (:func:`coarsest`)."""
+        if "mid" not in layers:
+            return super().encode_layers(x, layers)
+        if not self.backbone.has_stages:
+            super().encode_layers(x, layers)  # the contract's error: no 'mid' to expose
+        z, mid = coarsest(self.backbone, x)
+        return z, {"mid": mid}
 
     def shared_parameters(self) -> Iterator[nn.Parameter]:
         return self.backbone.parameters()

@@ -9,6 +9,7 @@ run with equal weights is exactly training each alone (the optimisers act per pa
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import cast
 
 import attrs
 from torch import Tensor, nn
@@ -16,8 +17,10 @@ from torch import Tensor, nn
 from pymtl.architectures.base import Architecture
 from pymtl.architectures.heads import make_head
 from pymtl.architectures.hps import HardSharingConfig, _default_backbone
-from pymtl.backbones.base import build_backbone
+from pymtl.backbones.base import Backbone, build_backbone, coarsest
 from pymtl.config import BackboneSection
+from pymtl.distillation.base import Signals
+from pymtl.errors import ConfigError
 from pymtl.hookspecs import hookimpl
 from pymtl.tasks.base import Task
 
@@ -28,9 +31,9 @@ class SingleTaskConfig(HardSharingConfig):
 
 
 class _TaskNet(nn.Module):
-    def __init__(self, backbone: nn.Module, head: nn.Module) -> None:
+    def __init__(self, backbone: Backbone, head: nn.Module) -> None:
         super().__init__()
-        self.backbone = backbone
+        self.backbone: Backbone = backbone
         self.head = head
 
     def forward(self, x: Tensor, size: Sequence[int]) -> Tensor:
@@ -88,6 +91,33 @@ class SingleTask(Architecture):
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         size = x.shape[-2:]
         return {name: net(x, size) for name, net in self.nets.items()}
+
+    def signals(self, x: Tensor, layers: Sequence[str] = ()) -> Signals:
+        """Each task's own network's features at ``layers`` (``"last"``: its backbone output,
+        ``"mid"``: its backbone's coarsest stage output) and outputs: single-task teachers."""
+        if not layers:
+            return Signals({}, self(x))
+        unknown = sorted(set(layers) - {"last", "mid"})
+        if unknown or ("mid" in layers and not self._stages):
+            raise ConfigError(
+                f"architecture 'stl' exposes layers 'last' and, on a backbone with stages, "
+                f"'mid'; got {list(layers)}"
+            )
+        features, outputs = {}, {}
+        for name in self.tasks:
+            net = cast(_TaskNet, self.nets[name])
+            if "mid" in layers:
+                z, mid = coarsest(net.backbone, x)
+                features[name] = [z if layer == "last" else mid for layer in layers]
+            else:
+                z = net.backbone(x)
+                features[name] = [z for _ in layers]
+            outputs[name] = net.head(z, x.shape[-2:])
+        return Signals(features, outputs)
+
+    @property
+    def _stages(self) -> bool:
+        return all(cast(_TaskNet, net).backbone.has_stages for net in self.nets.values())
 
     def shared_parameters(self) -> Iterator[nn.Parameter]:
         return iter(())

@@ -37,6 +37,7 @@ __all__ = [
     "StageShape",
     "Walk",
     "build_backbone",
+    "coarsest",
     "drain",
     "keep",
     "load_weights",
@@ -215,6 +216,22 @@ def drain(walk: Walk) -> Tensor:
         stage, out = _send(walk, None)
     assert out is not None
     return out
+
+
+def coarsest(backbone: Backbone, x: Tensor) -> tuple[Tensor, Tensor]:
+    """The backbone's output for ``x`` and, from the same pass, its coarsest stage output
+    (the first stage whose ``after`` has the fewest positions: SegNet's and the convnet's
+    bottleneck, ResNet's last stage) — the ``"mid"`` feature layer of distillation."""
+    walk = backbone.walk(x)
+    best: Tensor | None = None
+    stage, out = _send(walk, None)
+    while stage is not None:
+        if best is None or stage.after[0, 0].numel() < best[0, 0].numel():
+            best = stage.after
+        stage, out = _send(walk, None)
+    assert out is not None
+    assert best is not None
+    return out, best
 
 
 def _send(walk: Walk, value: Tensor | None) -> tuple[Stage | None, Tensor | None]:

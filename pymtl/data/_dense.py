@@ -106,6 +106,10 @@ class FileDataset(Dataset):
     def tasks(self) -> tuple[Task, ...]:
         return self._tasks
 
+    @property
+    def augments(self) -> bool:
+        return self.augment
+
     def set_epoch(self, epoch: int) -> None:
         """Use the augmentation draws of ``epoch`` from now on.
 

@@ -45,6 +45,12 @@ class Dataset(Component, TorchDataset[dict[str, Tensor]]):
     def task_names(self) -> tuple[str, ...]:
         return tuple(t.name for t in self.tasks)
 
+    @property
+    def augments(self) -> bool:
+        """Whether an item of this split can differ between epochs (random augmentation), so
+        that nothing computed from it can be cached across epochs. Default: no."""
+        return False
+
     @abstractmethod
     def __len__(self) -> int: ...
 

@@ -71,6 +71,8 @@ class DistillationLoss(Component, nn.Module):
 
     kind: ClassVar[str] = "distillation_loss"
     teacher: ClassVar[TeacherKind] = TeacherKind.MULTI_TASK
+    reads_outputs: ClassVar[bool] = True
+    """Whether :meth:`forward` reads ``outputs`` (a teacher cache then stores them too)."""
 
     def __init__(self, tasks: Sequence[Task]) -> None:
         super().__init__()
@@ -82,6 +84,11 @@ class DistillationLoss(Component, nn.Module):
     def from_config(cls, config: Any, *, tasks: Sequence[Task]) -> DistillationLoss:
         """Build from a ``Config`` instance for the dataset's tasks."""
         return cls(tasks, **cls.config_fields(config))
+
+    def prepare(self, student: Signals, teacher: Signals) -> None:
+        """Called once by the engine, before the optimiser is built, with the signals of one
+        batch (student and teacher, already checked to have the same shapes): create
+        parameters whose shapes depend on the features. Default: nothing to create."""
 
     def optimizer_groups(self) -> list[dict[str, Any]]:
         """Optimiser parameter groups of the loss's own parameters (``params`` plus any of

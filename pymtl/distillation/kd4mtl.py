@@ -143,6 +143,7 @@ class KD4MTL(DistillationLoss):
     name = "kd4mtl"
     Config = KD4MTLConfig
     teacher = TeacherKind.SINGLE_TASK
+    reads_outputs = False
 
     def __init__(
         self,
@@ -208,6 +209,13 @@ class KD4MTL(DistillationLoss):
             self.adaptors.append(nn.ModuleList(_adaptor(self.adaptor, c) for c in counts))
         if device is not None:
             self.adaptors.to(device)
+
+    def prepare(self, student: Signals, teacher: Signals) -> None:
+        """Build the adaptors for the student's feature channels at each layer, on the
+        features' device and in their dtype."""
+        first = student.features[self.tasks[0]]
+        self.build_adaptors([f.shape[1] for f in first])
+        self.adaptors.to(device=first[0].device, dtype=first[0].dtype)
 
     def _require_built(self) -> None:
         if not self.built:

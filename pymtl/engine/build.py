@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import attrs
@@ -15,10 +16,18 @@ from pymtl.architectures.base import Architecture
 from pymtl.balancers.base import Balancer
 from pymtl.config import RunConfig, to_document
 from pymtl.data.base import Dataset
+from pymtl.distillation.base import DistillationLoss
 from pymtl.errors import ConfigError
 from pymtl.plugins import Registry
 
-__all__ = ["build_balancer", "build_dataset", "build_model", "build_optimizer", "config_hash"]
+__all__ = [
+    "build_balancer",
+    "build_dataset",
+    "build_distiller",
+    "build_model",
+    "build_optimizer",
+    "config_hash",
+]
 
 
 def config_hash(config: RunConfig, registry: Registry) -> str:
@@ -57,12 +66,28 @@ def build_balancer(config: RunConfig, registry: Registry, dataset: Dataset) -> B
     return balancer
 
 
+def build_distiller(
+    config: RunConfig, registry: Registry, dataset: Dataset
+) -> DistillationLoss | None:
+    """The configured distillation loss for ``dataset``'s tasks (None without ``[distill]``)."""
+    if config.distill is None:
+        return None
+    cls = registry.get("distillation_loss", config.distill.name)
+    loss: DistillationLoss = cls.from_config(config.distill.options, tasks=dataset.tasks)
+    return loss
+
+
 def build_optimizer(
-    config: RunConfig, model: nn.Module, balancer: nn.Module, total_steps: int
+    config: RunConfig,
+    model: nn.Module,
+    balancer: nn.Module,
+    total_steps: int,
+    extra_groups: Sequence[dict[str, Any]] = (),
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
-    """The network's optimiser (balancer parameters, if any, and the architecture's
-    :meth:`~pymtl.architectures.base.Architecture.lr_groups` in groups of their own) and the
-    per-step LR schedule."""
+    """The network's optimiser (balancer parameters, if any, the architecture's
+    :meth:`~pymtl.architectures.base.Architecture.lr_groups` and ``extra_groups`` — a
+    distillation loss's :meth:`~pymtl.distillation.DistillationLoss.optimizer_groups` — in
+    groups of their own) and the per-step LR schedule."""
     t = config.train
     scaled = model.lr_groups() if isinstance(model, Architecture) else []
     special = {id(p) for _, params in scaled for p in params}
@@ -73,6 +98,7 @@ def build_optimizer(
     own = [p for p in balancer.parameters() if p.requires_grad]
     if own:
         groups.append({"params": own, "weight_decay": 0.0, "lr": t.balancer_lr or t.lr})
+    groups += [dict(g) for g in extra_groups]
     opt: torch.optim.Optimizer
     if t.optimizer == "adam":
         opt = torch.optim.Adam(groups, lr=t.lr, weight_decay=t.weight_decay)

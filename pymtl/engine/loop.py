@@ -12,6 +12,7 @@ from __future__ import annotations
 import shutil
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +25,15 @@ from pymtl.architectures.base import Architecture
 from pymtl.balancers.base import Balancer
 from pymtl.config import RunConfig, dump_toml
 from pymtl.data.base import Dataset
+from pymtl.distillation.base import DistillationLoss
 from pymtl.engine import build, rundir
 from pymtl.engine.checkpoint import load_checkpoint, save_checkpoint
 from pymtl.engine.data import epoch_batches, loader
 from pymtl.engine.distributed import init_distributed, rank_world, sync_model
 from pymtl.engine.evaluate import evaluate
-from pymtl.engine.step import TrainStep, zero_grad
+from pymtl.engine.step import StepResult, TrainStep, zero_grad
 from pymtl.engine.summary import summarize
+from pymtl.engine.teacher import setup_distillation
 from pymtl.errors import PymtlError
 from pymtl.plugins import Registry, get_registry
 
@@ -105,6 +108,7 @@ class _Run:
     step: TrainStep
     train_set: Dataset
     per_epoch: int
+    distiller: DistillationLoss | None = None
     rank: int = 0
     world: int = 1
     epoch: int = 0
@@ -112,6 +116,11 @@ class _Run:
     global_step: int = 0
     images: int = 0
     sums: torch.Tensor = attrs.field(factory=lambda: torch.zeros(0))
+    distill_sums: torch.Tensor = attrs.field(factory=lambda: torch.zeros(0))
+
+    @property
+    def total_steps(self) -> int:
+        return self.per_epoch * self.config.train.epochs
 
     @property
     def main(self) -> bool:
@@ -134,8 +143,15 @@ class _Run:
                 "balancer": self.balancer.state_dict(),
                 "rng": _rng_state(self.device),
                 "epoch_sums": self.sums if in_epoch else torch.zeros_like(self.sums),
+                **self._distill_state(in_epoch),
             },
         )
+
+    def _distill_state(self, in_epoch: int) -> dict[str, Any]:
+        if self.distiller is None:
+            return {}
+        sums = self.distill_sums if in_epoch else torch.zeros_like(self.distill_sums)
+        return {"distill": self.distiller.state_dict(), "distill_sums": sums}
 
     def restore(self) -> None:
         state = load_checkpoint(self.out / "checkpoints" / "last.pt", config_hash=self.digest)
@@ -149,6 +165,14 @@ class _Run:
         self.epoch, self.skip = state["epoch"], state["step_in_epoch"]
         self.global_step = state["global_step"]
         self.sums = state["epoch_sums"].clone()
+        if self.distiller is not None:
+            if "distill" not in state:
+                raise PymtlError(
+                    f"checkpoint in {self.out} holds no distillation-loss state; it was not "
+                    "written by this distillation run"
+                )
+            self.distiller.load_state_dict(state["distill"])
+            self.distill_sums = state["distill_sums"].clone()
 
 
 def _build_run(
@@ -167,7 +191,17 @@ def _build_run(
         raise PymtlError(
             f"train split has {len(train_set)} samples, fewer than one batch of {t.batch_size}"
         )
-    optimizer, scheduler = build.build_optimizer(config, model, balancer, per_epoch * t.epochs)
+    distill = setup_distillation(
+        config, registry, model, train_set, device, out=out, progress=sys.stderr.isatty()
+    )
+    distiller, teacher = distill if distill is not None else (None, None)
+    optimizer, scheduler = build.build_optimizer(
+        config,
+        model,
+        balancer,
+        per_epoch * t.epochs,
+        distiller.optimizer_groups() if distiller is not None else (),
+    )
     if t.compile:
         model.compile()
     rank, world = rank_world()
@@ -186,12 +220,16 @@ def _build_run(
             balancer,
             grad_mode=t.grad_mode,
             grad_memory_mb=t.grad_memory_mb,
+            distiller=distiller,
+            teacher=teacher,
         ),
         train_set=train_set,
         per_epoch=per_epoch,
+        distiller=distiller,
         rank=rank,
         world=world,
         sums=torch.zeros(3, len(train_set.tasks), dtype=torch.float64),  # loss, weight, count
+        distill_sums=torch.zeros(len(train_set.tasks), dtype=torch.float64),
     )
     return run, eval_set
 
@@ -235,6 +273,7 @@ def _train(
         run.epoch += 1
         run.balancer.on_epoch_end(run.epoch)
         epoch_sums, run.sums = run.sums, torch.zeros_like(run.sums)
+        distill_sums, run.distill_sums = run.distill_sums, torch.zeros_like(run.distill_sums)
         if run.main:
             metrics = evaluate(
                 run.model,
@@ -245,6 +284,9 @@ def _train(
                 total=len(eval_batches),
             )
             record = _epoch_record(run, started, epoch_sums, t.eval_split, metrics)
+            if run.distiller is not None:
+                means = (distill_sums / epoch_sums[2].clamp_min(1)).tolist()
+                record["train"]["distill"] = dict(zip(run.train_set.task_names, means, strict=True))
             rundir.append_jsonl(out / "metrics.jsonl", record)
             _log_epoch(writer, record, run.train_set.tasks, t.epochs)
         run.checkpoint(0)
@@ -293,9 +335,13 @@ def _train_epoch(run: _Run, writer: Any, progress: bool) -> None:
         batch = {k: v.to(run.device) for k, v in batch.items()}
         zero_grad(run.model)
         zero_grad(run.balancer)
+        if run.distiller is not None:
+            zero_grad(run.distiller)
         try:
             with autocast:
-                result = run.step(batch)
+                result = run.step(
+                    batch, progress=run.global_step / run.total_steps, indices=batches[i]
+                )
         except PymtlError as exc:
             raise type(exc)(
                 f"{exc} at epoch {run.epoch + 1}, step {i + 1} (global step {run.global_step + 1})"
@@ -310,10 +356,10 @@ def _train_epoch(run: _Run, writer: Any, progress: bool) -> None:
         run.images += batch["image"].shape[0] * run.world
         w = result.weights.shared.detach().to(torch.float64).cpu()
         run.sums += torch.stack([result.losses.cpu().double(), w, torch.ones_like(w)])
+        if result.distill is not None:
+            run.distill_sums += result.distill.detach().cpu().double()
         if writer is not None:
-            for n, loss, weight in zip(names, result.losses.tolist(), w.tolist(), strict=True):
-                writer.add_scalar(f"loss/{n}", loss, run.global_step)
-                writer.add_scalar(f"weight/{n}", weight, run.global_step)
+            _log_step(writer, run.global_step, names, result)
         bar.update(1)
         bar.set_postfix(loss=f"{float(result.losses.sum()):.3g}")
         if (
@@ -324,6 +370,17 @@ def _train_epoch(run: _Run, writer: Any, progress: bool) -> None:
             run.checkpoint(i + 1)
     bar.close()
     run.skip = 0
+
+
+def _log_step(writer: Any, step: int, names: Sequence[str], result: StepResult) -> None:
+    """Per-task loss, weight and distillation term of one step (TensorBoard)."""
+    weights = result.weights.shared.detach().to(torch.float64).cpu().tolist()
+    for n, loss, weight in zip(names, result.losses.tolist(), weights, strict=True):
+        writer.add_scalar(f"loss/{n}", loss, step)
+        writer.add_scalar(f"weight/{n}", weight, step)
+    if result.distill is not None:
+        for n, term in zip(names, result.distill.tolist(), strict=True):
+            writer.add_scalar(f"distill/{n}", term, step)
 
 
 def _epoch_record(

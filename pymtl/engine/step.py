@@ -15,6 +15,14 @@ here, with the gradient engine of :mod:`pymtl.engine.gradients`:
   on a detached copy of Z, J_Z is taken there, and ``J_Zᵀ w`` is back-propagated through the
   encoder once.
 
+**Distillation** (SPEC-methods §3): with a distillation loss and its teacher, the step also
+reads the student's features at the loss's layers from the same forward pass, asks the frozen
+teacher for its signals, and adds the per-task terms ``λ_t D_t`` to the objective outside the
+balancing: their gradient is added to whatever the balancer makes of the task losses (one
+backward of ``Σ_t w_t L_t + Σ_t λ_t D_t`` in ``LOSSES`` mode; an extra backward over the
+retained graph otherwise, before Z's gradient is pushed through the encoder in the
+representation modes).
+
 Under ``torch.distributed`` the per-task gradients are averaged across processes before the
 Gram matrix is built (SPEC-methods §0.1), and every gradient is averaged before the optimiser
 step. The step never calls the optimiser: the loop does.
@@ -24,6 +32,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import attrs
 import torch
@@ -32,6 +41,7 @@ from torch import Tensor, nn
 
 from pymtl.architectures.base import Architecture, split_outputs
 from pymtl.balancers.base import Balancer, Needs, Weights
+from pymtl.distillation.base import DistillationLoss, Signals
 from pymtl.engine import gradients
 from pymtl.errors import PymtlError
 from pymtl.ops.combine import combine
@@ -54,6 +64,7 @@ class StepResult:
 
     losses: Tensor  # [T], averaged over processes under torch.distributed
     weights: Weights
+    distill: Tensor | None = None  # [T] terms λ_t D_t, process-averaged; None: no distillation
 
 
 def _world_size() -> int:
@@ -83,6 +94,9 @@ class TrainStep:
         grad_mode: ``auto``, ``sequential``, ``batched`` or ``gram`` (see
             :mod:`pymtl.engine.gradients`).
         grad_memory_mb: memory budget of J in ``auto`` mode.
+        distiller: a distillation loss (its parameters, e.g. adaptors, receive gradients).
+        teacher: its frozen teacher (:class:`pymtl.engine.teacher.Teacher`); with
+            ``distiller``.
     """
 
     def __init__(
@@ -93,7 +107,13 @@ class TrainStep:
         *,
         grad_mode: str = "auto",
         grad_memory_mb: float = 1024.0,
+        distiller: DistillationLoss | None = None,
+        teacher: Any = None,
     ) -> None:
+        if (distiller is None) != (teacher is None):
+            raise PymtlError("a distillation loss needs its teacher, and a teacher its loss")
+        self.distiller, self.teacher = distiller, teacher
+        self.layers = tuple(distiller.layers) if distiller is not None else ()
         self.model = model
         self.tasks = tuple(tasks)
         self.balancer = balancer
@@ -144,19 +164,88 @@ class TrainStep:
         mode = self.plan.mode + (f" ({self.fallback_note})" if self.fallback_note else "")
         return f"gradients: {mode}: {self.plan.reason}"
 
-    def __call__(self, batch: Mapping[str, Tensor]) -> StepResult:
+    def __call__(
+        self,
+        batch: Mapping[str, Tensor],
+        *,
+        progress: float = 0.0,
+        indices: Sequence[int] | None = None,
+    ) -> StepResult:
+        """One step on ``batch``; ``progress`` (step / total steps) and ``indices`` (the
+        batch's item numbers, for a cached teacher) reach the distillation loss only."""
         needs = self.balancer.needs
         x = batch["image"]
-        if needs in _REPRESENTATION:
-            z = self.model.encode(x)
-            z_leaf = z.detach().requires_grad_()
-            outputs = self.model.decode(z_leaf, x.shape[-2:])
-        else:
-            outputs = self.model(x)
+        z, z_leaf, outputs, features = self._forward(x)
         losses = self.losses(outputs, batch)
+        distill = self._distill(outputs, features, batch, progress, indices)
         self._per_task, self._values = self._values or list(losses.unbind()), None
         seen = losses.detach().clone()
         _average([seen])  # every process gives the balancer the same (global-batch) losses
+        self._observe_kpis(outputs, batch)
+        if needs is Needs.LOSSES:
+            weights = self.balancer(seen)
+            self._backward_same(losses, weights, distill)
+        elif needs is Needs.LAYER_GRAM:
+            J = self._jacobian(losses, self.wrt)
+            _average([J])
+            weights = self.balancer(seen, gram=self._gram(J))
+            self._backward_same(losses, weights, distill)
+        elif needs in _REPRESENTATION:
+            assert z is not None
+            assert z_leaf is not None
+            weights = self._representation_step(losses, seen, z_leaf)
+            _distill_backward(distill)  # adds to z_leaf.grad before it reaches the encoder
+            z.backward(z_leaf.grad)  # type: ignore[no-untyped-call]
+        else:
+            step = self._gram_step if self.plan.mode == "gram" else self._jacobian_step
+            weights = step(losses, seen)
+            _distill_backward(distill)
+        self._per_task = []  # no reference to this step's graph outlives the step
+        penalty = self.model.regularizer()
+        if penalty is not None:  # on the architecture's own parameters, outside the balancing
+            penalty.backward()  # type: ignore[no-untyped-call]
+        if _world_size() > 1:
+            _average([p.grad for p in self._trained() if p.grad is not None])
+        if distill is not None:
+            distill = distill.detach().clone()
+            _average([distill])
+        return StepResult(losses=seen, weights=weights, distill=distill)
+
+    def _forward(
+        self, x: Tensor
+    ) -> tuple[Tensor | None, Tensor | None, dict[str, Tensor], dict[str, list[Tensor]]]:
+        """Z and its detached leaf (representation modes), outputs, distillation features."""
+        if self.balancer.needs in _REPRESENTATION:
+            z, extra = self.model.encode_layers(x, self.layers)
+            z_leaf = z.detach().requires_grad_()
+            outputs = self.model.decode(z_leaf, x.shape[-2:])
+            shared = [z_leaf if layer == "last" else extra[layer] for layer in self.layers]
+            return z, z_leaf, outputs, dict.fromkeys(self.model.tasks, shared)
+        if self.layers:
+            signals = self.model.signals(x, self.layers)
+            features = {t: list(f) for t, f in signals.features.items()}
+            return None, None, dict(signals.outputs), features
+        return None, None, self.model(x), {}
+
+    def _distill(
+        self,
+        outputs: Mapping[str, Tensor],
+        features: Mapping[str, Sequence[Tensor]],
+        batch: Mapping[str, Tensor],
+        progress: float,
+        indices: Sequence[int] | None,
+    ) -> Tensor | None:
+        """[T] distillation terms of this batch, or None without a distillation loss."""
+        if self.distiller is None:
+            return None
+        teacher = self.teacher.signals(batch["image"], indices)
+        terms: Tensor = self.distiller(Signals(features, outputs), teacher, batch, progress)
+        if not torch.isfinite(terms).all():
+            bad = [f"{t.name}={v:g}" for t, v in zip(self.tasks, terms.tolist(), strict=True)]
+            raise NonFiniteLossError(f"non-finite distillation term: {', '.join(bad)}")
+        return terms
+
+    def _observe_kpis(self, outputs: Mapping[str, Tensor], batch: Mapping[str, Tensor]) -> None:
         observe = getattr(self.balancer, "observe_kpis", None)
         if observe is not None and getattr(self.balancer, "kpi", None) == "batch":
             # balancers that weigh by task KPIs (DTP with kpi = "batch") see this batch's
@@ -165,28 +254,11 @@ class TrainStep:
             kpis = batch_kpis(self.tasks, {k: v.detach() for k, v in outputs.items()}, batch)
             _average([kpis])  # a NaN (unmeasured) task stays NaN on every process
             observe(kpis)
-        if needs is Needs.LOSSES:
-            weights = self.balancer(seen)
-            self._backward_same(losses, weights)
-        elif needs is Needs.LAYER_GRAM:
-            J = self._jacobian(losses, self.wrt)
-            _average([J])
-            weights = self.balancer(seen, gram=self._gram(J))
-            self._backward_same(losses, weights)
-        elif needs in _REPRESENTATION:
-            weights = self._representation_step(losses, seen, z_leaf)
-            z.backward(z_leaf.grad)  # type: ignore[no-untyped-call]
-        elif self.plan.mode == "gram":
-            weights = self._gram_step(losses, seen)
-        else:
-            weights = self._jacobian_step(losses, seen)
-        self._per_task = []  # no reference to this step's graph outlives the step
-        penalty = self.model.regularizer()
-        if penalty is not None:  # on the architecture's own parameters, outside the balancing
-            penalty.backward()  # type: ignore[no-untyped-call]
-        if _world_size() > 1:
-            _average([p.grad for p in self.model.parameters() if p.grad is not None])
-        return StepResult(losses=seen, weights=weights)
+
+    def _trained(self) -> list[Tensor]:
+        """Every parameter the step gives a gradient: the model's and the distiller's."""
+        params: list[Tensor] = list(self.model.parameters())
+        return params + (list(self.distiller.parameters()) if self.distiller is not None else [])
 
     @torch.no_grad()
     def losses_after(self, batch: Mapping[str, Tensor]) -> Tensor:
@@ -225,8 +297,8 @@ class TrainStep:
 
     # -- the modes ------------------------------------------------------------------------
 
-    def _backward_same(self, losses: Tensor, weights: Weights) -> None:
-        """One backward of ``Σ_t w_t L_t + aux``: only right when ``s = w``."""
+    def _backward_same(self, losses: Tensor, weights: Weights, distill: Tensor | None) -> None:
+        """One backward of ``Σ_t w_t L_t + aux (+ Σ_t λ_t D_t)``: only right when ``s = w``."""
         if weights.task is not weights.shared and not torch.equal(weights.task, weights.shared):
             raise PymtlError(
                 f"balancer {self.balancer.name!r} declares needs = {self.balancer.needs.name} "
@@ -236,6 +308,8 @@ class TrainStep:
         total = (weights.shared.to(losses) * losses).sum()
         if weights.aux_loss is not None:
             total = total + weights.aux_loss
+        if distill is not None:
+            total = total + distill.sum()
         total.backward()  # type: ignore[no-untyped-call]
 
     def _jacobian(self, losses: Tensor, wrt: Sequence[Tensor]) -> Tensor:
@@ -361,6 +435,12 @@ def _set_grads(params: Sequence[Tensor], d: Tensor) -> None:
     for p in params:
         p.grad = d[offset : offset + p.numel()].view_as(p).to(p.dtype)
         offset += p.numel()
+
+
+def _distill_backward(distill: Tensor | None) -> None:
+    """Add the distillation terms' gradients (the graph is kept: Z's backward may follow)."""
+    if distill is not None:
+        distill.sum().backward(retain_graph=True)  # type: ignore[no-untyped-call]
 
 
 def zero_grad(model: nn.Module) -> None:

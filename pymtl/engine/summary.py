@@ -36,10 +36,16 @@ def delta_against_baselines(
     directions = {t.name: t.metric().higher_is_better for t in tasks}
     primary = {t.name: t.primary for t in tasks}
     chosen = {t.name: list(base[t.name]) for t in tasks}
+    try:
+        deltas = {
+            "per_task": delta_per_task(metrics, base, directions, primary=primary),
+            "per_metric": delta_per_metric(metrics, base, directions, metrics=chosen),
+            "task_then_metric": delta_task_then_metric(metrics, base, directions, metrics=chosen),
+        }
+    except ValueError as exc:  # e.g. a baseline metric of 0: no relative change exists
+        return {"error": f"no Δ_MTL against {path}: {exc}"}
     return {
-        "per_task": delta_per_task(metrics, base, directions, primary=primary),
-        "per_metric": delta_per_metric(metrics, base, directions, metrics=chosen),
-        "task_then_metric": delta_task_then_metric(metrics, base, directions, metrics=chosen),
+        **deltas,
         "baseline": {
             "source": str(path),
             "seeds": [r.seed for r in records],

@@ -51,10 +51,18 @@ DELTA_VARIANTS = {
 }
 """The Δ_MTL keys of ``metrics.json`` and whether higher is better for each."""
 
-METHOD_SECTIONS = ("arch", "balancer", "distill", "train")
+METHOD_SECTIONS = ("arch", "balancer", "distill", "teacher", "train")
 """Config sections whose options are part of a method's identity."""
 
-NOT_IDENTITY = frozenset({"train.checkpoint_every", "train.num_workers", "train.eval_batch_size"})
+NOT_IDENTITY = frozenset(
+    {
+        "train.checkpoint_every",
+        "train.num_workers",
+        "train.eval_batch_size",
+        "teacher.cache",
+        "teacher.cache_dir",
+    }
+)
 """Options of those sections that do not change what is trained or measured."""
 
 

@@ -88,14 +88,14 @@ def _tasks(run: Run) -> list[str]:
 
 
 def _train_series(history: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """``{"epoch": [...], "loss": {task: [...]}, "weights": {task: [...]}}`` with one point per
+    """``{"epoch": [...], "loss": {task: [...]}, "weights": …, "distill": …}`` with one point per
     epoch (its first record: evaluations of other splits repeat the same training means)."""
     first: dict[int, Mapping[str, Any]] = {}
     for record in history:
         first.setdefault(record["epoch"], record)
     epochs = sorted(first)
     out: dict[str, Any] = {"epoch": epochs}
-    for key in ("loss", "weights"):
+    for key in ("loss", "weights", "distill"):
         tasks = {t: None for e in epochs for t in first[e]["train"].get(key, {})}
         out[key] = {
             t: [first[e]["train"].get(key, {}).get(t, math.nan) for e in epochs] for t in tasks
@@ -159,6 +159,11 @@ def _plot_per_task(
         return save_figure(fig, path)
     for task, series in train[key].items():
         _line(ax, (train["epoch"], series), color=colors[task], label=task)
+    if key == "loss" and train["distill"]:  # distillation terms λ_t D_t, dashed, task colours
+        ax.set_title(f"{run.name}: task losses (solid) and distillation terms (dashed)")
+        for task, series in train["distill"].items():
+            _line(ax, (train["epoch"], series), color=colors[task], ls="--", label=f"{task} D")
+        values += [v for series in train["distill"].values() for v in _finite(series)]
     ylabel = "loss" if key == "loss" else "weight w"
     if key == "loss" and _log_scale(values):
         ax.set_yscale("log")

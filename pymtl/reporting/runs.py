@@ -167,7 +167,8 @@ def _read_history(path: Path) -> list[dict[str, Any]]:
 
 
 def _history_record(line: str, where: str) -> dict[str, Any]:
-    """One ``metrics.jsonl`` line, checked: ``epoch``, ``train.loss``, ``metrics``."""
+    """One ``metrics.jsonl`` line, checked: ``epoch``, ``train.loss`` (and the other per-task
+    training means, ``weights`` and ``distill``), ``metrics``."""
     try:
         record = json.loads(line)
     except json.JSONDecodeError as exc:
@@ -183,7 +184,7 @@ def _history_record(line: str, where: str) -> dict[str, Any]:
     if not isinstance(record.get("metrics"), dict):
         raise RunFormatError(f"{where}: 'metrics' must be an object of task -> metrics")
     for key, value in train.items():
-        if key in ("loss", "weights"):
+        if key in ("loss", "weights", "distill"):
             train[key] = _numbers(value, f"{where}: train.{key}", depth=1)
         else:
             train[key] = _number(value, f"{where}: train.{key}")

@@ -2,6 +2,7 @@ import pytest
 
 from pymtl.config import resolve_config
 from pymtl.plugins import get_registry
+from tests._configs import TINY
 
 
 @pytest.fixture
@@ -12,23 +13,6 @@ def registry():
 @pytest.fixture(autouse=True)
 def _isolated_home(tmp_path, monkeypatch):
     monkeypatch.setenv("PYMTL_HOME", str(tmp_path / "home"))
-
-
-TINY = {
-    "seed": 0,
-    "dataset": {
-        "name": "synthetic",
-        "image_size": 16,
-        "train_size": 16,
-        "val_size": 8,
-        "test_size": 8,
-        "tasks": ["semseg", "depth", "count"],
-        "hflip": False,
-    },
-    "arch": {"name": "hps", "head_channels": 4, "backbone": {"name": "convnet", "width": 4}},
-    "balancer": {"name": "ew"},
-    "train": {"epochs": 2, "batch_size": 4, "lr": 0.01},
-}
 
 
 @pytest.fixture

@@ -40,11 +40,11 @@ def test_resume_gives_the_same_weights(tiny, registry, tmp_path, monkeypatch):
     calls = {"n": 0}
     original = TrainStep.__call__
 
-    def dies_at_step_7(self, batch):
+    def dies_at_step_7(self, batch, **kwargs):
         calls["n"] += 1
         if calls["n"] == 7:  # mid epoch 2: the last checkpoint is after step 6
             raise KeyboardInterrupt
-        return original(self, batch)
+        return original(self, batch, **kwargs)
 
     interrupted = tmp_path / "interrupted"
     monkeypatch.setattr(TrainStep, "__call__", dies_at_step_7)

@@ -172,6 +172,11 @@ class SyntheticScenes(Dataset):
             )
         return i % n
 
+    @property
+    def augments(self) -> bool:
+        """Whether items change between epochs: the train split with ``hflip``."""
+        return bool(self.config.hflip and self.config.split == "train")
+
     def set_epoch(self, epoch: int) -> None:
         """Draw the train split's flips for ``epoch`` (each epoch mirrors another half)."""
         self.epoch = operator.index(epoch)
