@@ -127,7 +127,7 @@ def train_baselines(
                 metrics=metrics,
                 seed=seed,
                 config_hash=build.config_hash(cfg, registry),
-                source=str(out),
+                source=str(out.resolve()),  # distillation finds its teachers there
             ),
         )
     return path

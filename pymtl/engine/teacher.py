@@ -124,10 +124,16 @@ def load_teacher(
             "baselines` trains them) or leave --teacher out to use the baselines store"
         )
     model = build.build_model(teacher_config, registry, dataset)
-    state = load_checkpoint(
-        run / "checkpoints" / "last.pt", config_hash=build.config_hash(teacher_config, registry)
-    )
-    model.load_state_dict(state["model"])
+    # no config-hash check: the run's own config.toml, read with today's option defaults, may
+    # hash differently from when it was trained; the weights must fit the network exactly
+    state = load_checkpoint(run / "checkpoints" / "last.pt")
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as exc:
+        raise ConfigError(
+            f"teacher run {str(run)!r}: its checkpoint does not fit the network its "
+            f"config.toml describes ({str(exc).splitlines()[0]})"
+        ) from None
     model.to(device).eval().requires_grad_(False)
     return Teacher(model=model, source=run, layers=tuple(loss.layers))
 

@@ -1,14 +1,15 @@
 """Which tasks should be learned together: Standley et al. (ICML 2020) network selection.
 
 Reference: SPEC-methods §4 [S][C:tstandley/taskgrouping]. Candidate networks (task subsets on
-full- and half-size encoders) are trained and their per-task losses written to candidate files
-(:mod:`~pymtl.taskgroups.candidates`); :func:`select` picks, for each inference budget, the set
-of networks with the lowest total loss by an exact branch and bound
+full- and half-size encoders) are trained by :mod:`~pymtl.taskgroups.training` (``pymtl group
+train``; imported on its own, it pulls in the training engine) and their per-task losses
+written to candidate files (:mod:`~pymtl.taskgroups.candidates`); :func:`select` picks, for
+each inference budget, the set of networks with the lowest total loss by an exact branch and bound
 (:mod:`~pymtl.taskgroups.select`), optionally on HOA predictions
 (:mod:`~pymtl.taskgroups.hoa`) or early-stopping losses, and
 :mod:`~pymtl.taskgroups.report` turns the result into Table 4, Figure 5 and grouping files
 for ``pymtl train --arch branched --grouping FILE``; :mod:`~pymtl.taskgroups.affinity` gives
-Tables 1–2. The command line is ``pymtl group select`` / ``pymtl group affinity``.
+Tables 1–2. The command line is ``pymtl group train`` / ``select`` / ``affinity``.
 
 Example:
     >>> from pymtl.taskgroups import read_candidates, select  # doctest: +SKIP

@@ -140,6 +140,12 @@ def test_incompatible_teachers_are_refused(home, tmp_path, monkeypatch):
     (unfinished / "metrics.json").unlink()
     teacher = f"teacher.run={json.dumps(str(unfinished))}"
     _refused(_config(kd, teacher), tmp_path, "has not finished")
+    edited = tmp_path / "edited"  # config.toml no longer describes the checkpoint's network
+    shutil.copytree(stl, edited)
+    text = (edited / "config.toml").read_text()
+    (edited / "config.toml").write_text(text.replace("head_channels = 4", "head_channels = 6"))
+    teacher = f"teacher.run={json.dumps(str(edited))}"
+    _refused(_config(kd, teacher), tmp_path, "checkpoint does not fit the network")
     _refused(_config(kd, 'arch.name="cross_stitch"'), tmp_path, "no shared representation")
     monkeypatch.setenv("PYMTL_HOME", str(tmp_path / "empty"))
     _refused(_config(kd), tmp_path, "baselines store has none for this setting")
