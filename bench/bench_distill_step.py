@@ -15,9 +15,11 @@ one :class:`~pymtl.engine.step.TrainStep` plus the optimiser step per call. Impl
   first epoch).
 
 Teachers have random weights: the cost of a forward pass does not depend on them.
-``extra_info`` holds ``ratio_to_none`` (min time over ``none``'s, same run) and
-``peak_mib``: the peak memory of one step (torch's ``MemTracker``: parameters, gradients,
-optimiser state, activations, temporaries, the teacher's weights and outputs).
+``extra_info`` holds ``ratio_to_none`` (min time over ``none``'s, same run) and, for ``none``
+and the cached variants, ``peak_mib``: the peak memory of one step (torch's ``MemTracker``:
+parameters, gradients, optimiser state, activations, temporaries, the cached signals). It is
+not measured with a live teacher: the tracker hooks every module output for the backward
+pass, which the teacher's no-grad outputs cannot take.
 
 **Correctness, in both modes**: a cached run's distillation terms equal the live run's on the
 same batch from the same initial state.
@@ -142,4 +144,7 @@ def test_distill_step(benchmark: Any, impl: str, data: Any, tmp_path: Path) -> N
     _TIMES[impl] = benchmark.stats.stats.min
     if "none" in _TIMES:
         benchmark.extra_info["ratio_to_none"] = _TIMES[impl] / _TIMES["none"]
-    benchmark.extra_info["peak_mib"] = _peak_mib(step, opt, batch)
+    if step.teacher is None or step.teacher.cache is not None:
+        # torch's MemTracker hooks every module output for the backward pass, and a live
+        # teacher's no-grad outputs cannot take such a hook: not measured for live teachers
+        benchmark.extra_info["peak_mib"] = _peak_mib(step, opt, batch)
