@@ -272,23 +272,9 @@ def _train(
         _train_epoch(run, writer, progress)
         run.epoch += 1
         run.balancer.on_epoch_end(run.epoch)
-        epoch_sums, run.sums = run.sums, torch.zeros_like(run.sums)
-        distill_sums, run.distill_sums = run.distill_sums, torch.zeros_like(run.distill_sums)
         if run.main:
-            metrics = evaluate(
-                run.model,
-                loader(eval_set, eval_batches),
-                run.train_set.tasks,
-                device=device,
-                progress=progress,
-                total=len(eval_batches),
-            )
-            record = _epoch_record(run, started, epoch_sums, t.eval_split, metrics)
-            if run.distiller is not None:
-                means = (distill_sums / epoch_sums[2].clamp_min(1)).tolist()
-                record["train"]["distill"] = dict(zip(run.train_set.task_names, means, strict=True))
-            rundir.append_jsonl(out / "metrics.jsonl", record)
-            _log_epoch(writer, record, run.train_set.tasks, t.epochs)
+            _evaluate_epoch(run, writer, loader(eval_set, eval_batches), started, progress)
+        run.sums, run.distill_sums = torch.zeros_like(run.sums), torch.zeros_like(run.distill_sums)
         run.checkpoint(0)
         if world > 1:
             dist.barrier()
@@ -305,6 +291,22 @@ def _train(
         wall=time.perf_counter() - started,
         images=run.images,
     )
+
+
+def _evaluate_epoch(run: _Run, writer: Any, batches: Any, started: float, progress: bool) -> None:
+    """Evaluate the epoch just trained; append its record to ``metrics.jsonl`` and log it."""
+    t = run.config.train
+    metrics = evaluate(
+        run.model,
+        batches,
+        run.train_set.tasks,
+        device=run.device,
+        progress=progress,
+        total=len(batches),
+    )
+    record = _epoch_record(run, started, t.eval_split, metrics)
+    rundir.append_jsonl(run.out / "metrics.jsonl", record)
+    _log_epoch(writer, record, run.train_set.tasks, t.epochs)
 
 
 def _train_epoch(run: _Run, writer: Any, progress: bool) -> None:
@@ -333,31 +335,9 @@ def _train_epoch(run: _Run, writer: Any, progress: bool) -> None:
     data = loader(run.train_set, batches[run.skip :], workers=t.num_workers)
     for i, batch in enumerate(data, start=run.skip):
         batch = {k: v.to(run.device) for k, v in batch.items()}
-        zero_grad(run.model)
-        zero_grad(run.balancer)
-        if run.distiller is not None:
-            zero_grad(run.distiller)
-        try:
-            with autocast:
-                result = run.step(
-                    batch, progress=run.global_step / run.total_steps, indices=batches[i]
-                )
-        except PymtlError as exc:
-            raise type(exc)(
-                f"{exc} at epoch {run.epoch + 1}, step {i + 1} (global step {run.global_step + 1})"
-            ) from None
-        if t.grad_clip:
-            torch.nn.utils.clip_grad_norm_(run.model.parameters(), t.grad_clip)
-        run.optimizer.step()
-        if run.balancer.wants_losses_after_step:
-            run.balancer.after_step(result.losses, run.step.losses_after(batch))
-        run.scheduler.step()
-        run.global_step += 1
-        run.images += batch["image"].shape[0] * run.world
-        w = result.weights.shared.detach().to(torch.float64).cpu()
-        run.sums += torch.stack([result.losses.cpu().double(), w, torch.ones_like(w)])
-        if result.distill is not None:
-            run.distill_sums += result.distill.detach().cpu().double()
+        with autocast:
+            result = _step(run, batch, i, batches[i])
+        _tally(run, result)
         if writer is not None:
             _log_step(writer, run.global_step, names, result)
         bar.update(1)
@@ -372,6 +352,36 @@ def _train_epoch(run: _Run, writer: Any, progress: bool) -> None:
     run.skip = 0
 
 
+def _step(run: _Run, batch: dict[str, torch.Tensor], i: int, indices: list[int]) -> StepResult:
+    """Step ``i`` of the epoch on ``batch`` (items ``indices``): gradients, optimiser, schedule."""
+    for module in (run.model, run.balancer, run.distiller):
+        if module is not None:
+            zero_grad(module)
+    try:
+        result = run.step(batch, progress=run.global_step / run.total_steps, indices=indices)
+    except PymtlError as exc:
+        raise type(exc)(
+            f"{exc} at epoch {run.epoch + 1}, step {i + 1} (global step {run.global_step + 1})"
+        ) from None
+    if run.config.train.grad_clip:
+        torch.nn.utils.clip_grad_norm_(run.model.parameters(), run.config.train.grad_clip)
+    run.optimizer.step()
+    if run.balancer.wants_losses_after_step:
+        run.balancer.after_step(result.losses, run.step.losses_after(batch))
+    run.scheduler.step()
+    run.global_step += 1
+    run.images += batch["image"].shape[0] * run.world
+    return result
+
+
+def _tally(run: _Run, result: StepResult) -> None:
+    """Add one step's losses, weights (and distillation terms) to the epoch's sums."""
+    w = result.weights.shared.detach().to(torch.float64).cpu()
+    run.sums += torch.stack([result.losses.cpu().double(), w, torch.ones_like(w)])
+    if result.distill is not None:
+        run.distill_sums += result.distill.detach().cpu().double()
+
+
 def _log_step(writer: Any, step: int, names: Sequence[str], result: StepResult) -> None:
     """Per-task loss, weight and distillation term of one step (TensorBoard)."""
     weights = result.weights.shared.detach().to(torch.float64).cpu().tolist()
@@ -384,16 +394,13 @@ def _log_step(writer: Any, step: int, names: Sequence[str], result: StepResult) 
 
 
 def _epoch_record(
-    run: _Run,
-    started: float,
-    sums: torch.Tensor,
-    split: str,
-    metrics: dict[str, dict[str, float]],
+    run: _Run, started: float, split: str, metrics: dict[str, dict[str, float]]
 ) -> dict[str, Any]:
-    names = run.train_set.task_names
+    """The ``metrics.jsonl`` line of the epoch just trained (means of its steps)."""
+    names, sums = run.train_set.task_names, run.sums
     count = sums[2].clamp_min(1)
     elapsed = time.perf_counter() - started
-    return {
+    record: dict[str, Any] = {
         "epoch": run.epoch,
         "step": run.global_step,
         "time_s": elapsed,
@@ -407,6 +414,10 @@ def _epoch_record(
         },
         "metrics": metrics,
     }
+    if run.distiller is not None:
+        means = (run.distill_sums / count).tolist()
+        record["train"]["distill"] = dict(zip(names, means, strict=True))
+    return record
 
 
 def _log_epoch(writer: Any, record: dict[str, Any], tasks: Any, epochs: int) -> None:
